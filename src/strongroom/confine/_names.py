@@ -1,0 +1,116 @@
+"""Name rules for user-supplied root-relative paths, applied before any syscall.
+
+The rules only look at the string; they never decide containment on their own. Their
+job is to turn a user path into components that the resolvers can hand to the kernel
+one directory descriptor at a time, and to refuse shapes that have no safe meaning.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from strongroom.errors import InvalidPathError, PathEscapeError
+
+__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "UserPath", "parse_user_path"]
+
+# Linux's NAME_MAX: no file system we support stores a longer component.
+MAX_NAME_BYTES = 255
+# Linux's PATH_MAX less the terminating NUL: the longest path a syscall accepts.
+MAX_PATH_BYTES = 4095
+
+# C0 controls, DEL and C1 controls: they break logs and headers and never belong in a
+# file name that people type. NUL is among them.
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
+
+
+@dataclass(frozen=True, slots=True)
+class UserPath:
+    """A user path split into components, checked against the name rules.
+
+    `parts` holds every component in order, `..` included: the resolvers apply `..`
+    physically beneath the root, never by string. `must_be_dir` records a trailing `/`
+    or `/.`, which only ever adds a requirement and never turns a no-follow open into a
+    follow. An empty `parts` means the root itself.
+    """
+
+    text: str
+    parts: tuple[str, ...]
+    must_be_dir: bool
+
+    @property
+    def final(self) -> str:
+        """Return the last component (the root is never a final component)."""
+        return self.parts[-1]
+
+    @property
+    def parent_parts(self) -> tuple[str, ...]:
+        """Return the components of the parent directory."""
+        return self.parts[:-1]
+
+
+def parse_user_path(op: str, rel_path: str) -> UserPath:
+    """Check `rel_path` against the name rules and split it into components.
+
+    Raises `InvalidPathError` for a path that is not a string, empty, absolute, not
+    valid UTF-8, holds a control character, or is too long in a component or in
+    total; raises `PathEscapeError` when a `..` would climb above the root at any
+    point, whatever exists on disk (so no existence oracle). `.` components and
+    repeated slashes are dropped. Backslashes are ordinary characters.
+    """
+    if not isinstance(rel_path, str):
+        raise InvalidPathError(op, repr(rel_path), "the path must be text")
+    return _parse_cached(op, rel_path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(op: str, rel_path: str) -> UserPath:
+    # The cache only holds successful parses; a refusal raises and is not stored.
+    _check_text(op, rel_path)
+    raw_parts = rel_path.split("/")
+    must_be_dir = len(raw_parts) > 1 and raw_parts[-1] in ("", ".")
+    parts = tuple(p for p in raw_parts if p not in ("", "."))
+    _check_parts(op, rel_path, parts)
+    return UserPath(rel_path, parts, must_be_dir)
+
+
+def _check_text(op: str, rel_path: str) -> None:
+    if rel_path == "":
+        raise InvalidPathError(op, rel_path, "the path is empty; name a file or folder")
+    try:
+        encoded = rel_path.encode("utf-8")
+    except UnicodeEncodeError:
+        reason = "the path is not valid UTF-8"
+        raise InvalidPathError(op, _printable(rel_path), reason) from None
+    if not _CONTROL.isdisjoint(rel_path):
+        raise InvalidPathError(
+            op, _printable(rel_path), "control characters (such as NUL or a line "
+            "break) are not accepted in names"
+        )
+    if len(encoded) > MAX_PATH_BYTES:
+        raise InvalidPathError(
+            op, rel_path[:64] + "...", f"the path is {len(encoded)} bytes; "
+            f"at most {MAX_PATH_BYTES} are accepted"
+        )
+    if rel_path.startswith("/"):
+        raise InvalidPathError(
+            op, rel_path, "absolute paths are not accepted; send a path relative "
+            "to the space"
+        )
+
+
+def _check_parts(op: str, rel_path: str, parts: tuple[str, ...]) -> None:
+    depth = 0
+    for part in parts:
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            reason = f"a name is longer than {MAX_NAME_BYTES} bytes"
+            raise InvalidPathError(op, rel_path[:64] + "...", reason)
+        depth = depth - 1 if part == ".." else depth + 1
+        if depth < 0:
+            raise PathEscapeError(op, rel_path, "'..' would climb above the space")
+
+
+def _printable(text: str) -> str:
+    # Show the offending value without letting control characters or lone
+    # surrogates into messages, logs or headers.
+    return text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")

@@ -1,0 +1,113 @@
+"""Syscalls that Python's standard library does not wrap: openat2(2) and renameat2(2).
+
+Both are called through ctypes. Nothing here decides policy; the resolvers do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+
+__all__ = [
+    "RENAME_NOREPLACE",
+    "RESOLVE_BENEATH",
+    "RESOLVE_NO_MAGICLINKS",
+    "RESOLVE_NO_SYMLINKS",
+    "RESOLVE_NO_XDEV",
+    "openat2",
+    "openat2_available",
+    "renameat2",
+]
+
+# Resolve flags from linux/openat2.h.
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+
+# renameat2 flag from linux/fs.h: fail with EEXIST instead of replacing.
+RENAME_NOREPLACE = 0x1
+
+# openat2 has the same number on every architecture that gained it after the
+# syscall-table unification in Linux 5.6 (asm-generic and x86 alike).
+_SYS_OPENAT2 = 437
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_renameat2 = getattr(_libc, "renameat2", None)
+if _renameat2 is not None:
+    _renameat2.restype = ctypes.c_int
+    _renameat2.argtypes = [
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
+    ]
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
+
+
+_HOW_SIZE = ctypes.c_size_t(ctypes.sizeof(_OpenHow))
+
+
+def openat2(dir_fd: int, path: bytes, flags: int, resolve: int, mode: int = 0) -> int:
+    """Open `path` relative to `dir_fd` with openat2(2); raise `OSError` on failure."""
+    how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, resolve)
+    fd = _syscall(
+        ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), ctypes.c_char_p(path),
+        ctypes.byref(how), _HOW_SIZE,
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(fd)
+
+
+def renameat2(
+    src_dir_fd: int, src: str, dst_dir_fd: int, dst: str, flags: int
+) -> None:
+    """Rename with renameat2(2); raise `OSError` (ENOSYS when libc lacks it)."""
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    rc = _renameat2(
+        src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), flags
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def openat2_available() -> bool:
+    """Tell whether this kernel and sandbox let us call openat2(2).
+
+    ENOSYS means an old kernel; EPERM (or ENOSYS) is what seccomp filters in some
+    container runtimes answer. Either way the component walk takes over.
+    """
+    return _probe()
+
+
+_probe_result: bool | None = None
+
+
+def _probe() -> bool:
+    global _probe_result
+    if _probe_result is None:
+        _probe_result = platform.system() == "Linux" and _try_openat2()
+    return _probe_result
+
+
+def _try_openat2() -> bool:
+    try:
+        fd = openat2(-100, b".", os.O_PATH | os.O_CLOEXEC, RESOLVE_BENEATH)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSYS, errno.EPERM, errno.EINVAL):
+            return False
+        raise
+    os.close(fd)
+    return True

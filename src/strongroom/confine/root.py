@@ -1,0 +1,720 @@
+"""`Root`: every file operation of a space, confined beneath one directory fd."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, Self
+
+from strongroom.confine import _resolve
+from strongroom.confine._errors import path_error
+from strongroom.confine._names import UserPath, parse_user_path
+from strongroom.confine._sys import RENAME_NOREPLACE, openat2_available, renameat2
+from strongroom.errors import (
+    ConfigError,
+    HardlinkRefusedError,
+    InvalidPathError,
+    IsADirectoryPathError,
+    NotADirectoryPathError,
+    NotRegularFileError,
+    PathError,
+    PathExistsError,
+    SymlinkRefusedError,
+)
+
+__all__ = [
+    "STAGING_PREFIX",
+    "AtomicWriter",
+    "Entry",
+    "EntryKind",
+    "ReadHandle",
+    "Root",
+]
+
+SymlinkPolicy = Literal["deny", "within"]
+HardlinkPolicy = Literal["deny", "allow"]
+ResolverChoice = Literal["auto", "openat2", "walk"]
+EntryKind = Literal[
+    "file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"
+]
+
+# Temporary files of in-flight writes start with this prefix. Listings hide them and
+# the name rules refuse them, so a user can neither see nor race a staging file.
+STAGING_PREFIX = ".~sr-"
+
+_KINDS: dict[int, EntryKind] = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "chardev",
+    stat.S_IFBLK: "blockdev",
+}
+# O_NONBLOCK: a FIFO swapped in must not hang the request. O_NOCTTY: a terminal
+# device must never become our controlling terminal.
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK
+_NEW_FILE_MODE = 0o644
+_NEW_DIR_MODE = 0o755
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What a stat says about one object in a root, safe to show to its user."""
+
+    name: str
+    kind: EntryKind
+    size: int
+    mtime_ns: int
+    mode: int
+    ino: int
+    dev: int
+    nlink: int
+
+    @classmethod
+    def from_stat(cls, name: str, st: os.stat_result) -> Entry:
+        """Build an entry from a stat result (lstat-style for listings)."""
+        return cls(
+            name=name,
+            kind=_KINDS.get(stat.S_IFMT(st.st_mode), "other"),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            mode=stat.S_IMODE(st.st_mode),
+            ino=st.st_ino,
+            dev=st.st_dev,
+            nlink=st.st_nlink,
+        )
+
+
+class Root:
+    """A directory that every operation stays beneath, whatever path it is given.
+
+    Guarantees: each operation resolves its user path relative to the descriptor
+    opened on the root at construction, either in one openat2(2) call with
+    RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV (plus
+    RESOLVE_NO_SYMLINKS under the `deny` policy) or, where the kernel or a seccomp
+    filter lacks openat2, by a walk that opens one component at a time with
+    O_NOFOLLOW and applies the same rules by hand. A name is looked up once, so a
+    component swapped for a symlink mid-request cannot redirect the operation.
+    Escapes are refused, never clamped, and the answer does not depend on whether
+    anything exists outside. Reads are of regular files only; a file with more than
+    one hard link is refused unless `hardlinks="allow"`. Writes go to a staging file
+    in the target directory and are renamed into place after fsync.
+
+    Symlink policy: `deny` refuses any symlink anywhere in a path, including the last
+    component; `within` follows a symlink only while every step stays beneath the
+    root (absolute links are always refused). Operations that act on a name (remove,
+    rename, the last component of a write) never follow it under either policy.
+
+    Limits: a directory that someone else moves out of the root while a request is
+    inside it takes that request's downward steps with it (both resolvers share this;
+    a dedicated mount per space removes it). A device node inside the root is refused
+    only after it was opened, and opening some devices has side effects: keep spaces
+    on `nodev` mounts. Crossing a mount point beneath the root is refused, so a space
+    cannot span file systems. Not thread-hostile: one `Root` may serve many threads.
+    """
+
+    def __init__(
+        self,
+        host_path: str | os.PathLike[str],
+        *,
+        symlinks: SymlinkPolicy = "deny",
+        hardlinks: HardlinkPolicy = "deny",
+        resolver: ResolverChoice = "auto",
+    ) -> None:
+        """Open the root directory once and choose the resolver.
+
+        Raises `ConfigError` when the directory is missing or is not a directory,
+        when a policy value is unknown, or when `resolver="openat2"` is asked for on
+        a kernel without it.
+        """
+        if symlinks not in ("deny", "within"):
+            raise ConfigError(f"symlinks = {symlinks!r}; use 'deny' or 'within'")
+        if hardlinks not in ("deny", "allow"):
+            raise ConfigError(f"hardlinks = {hardlinks!r}; use 'deny' or 'allow'")
+        self.symlinks: SymlinkPolicy = symlinks
+        self.hardlinks: HardlinkPolicy = hardlinks
+        self.resolver = _choose_resolver(resolver)
+        self._open: Callable[..., int] = (
+            _resolve.open_kernel if self.resolver == "openat2" else _resolve.open_walk
+        )
+        self._allow_symlinks = symlinks == "within"
+        self._fd = _open_root_dir(host_path)
+        self._dev = os.fstat(self._fd).st_dev
+
+    # Lifecycle
+
+    def close(self) -> None:
+        """Close the root descriptor; later operations fail."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Reading
+
+    def stat(self, rel_path: str = ".") -> Entry:
+        """Return metadata of the object at `rel_path`, following links as allowed.
+
+        The root itself is `"."`. A regular file with more than one hard link is
+        refused (as it would be for reading) unless hardlinks are allowed.
+        """
+        up = self._parse("stat", rel_path, root_ok=True)
+        fd = self._open_path(up, os.O_PATH, op="stat")
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if stat.S_ISLNK(st.st_mode):
+            # Only the deny policy gets here: O_PATH | O_NOFOLLOW opens the link.
+            reason = "it is a symbolic link, which this space refuses"
+            raise SymlinkRefusedError("stat", up.text, reason)
+        self._check_hardlinks(up, st)
+        return Entry.from_stat(up.final if up.parts else "", st)
+
+    def list_dir(self, rel_path: str = ".") -> list[Entry]:
+        """List a directory; each entry is lstat-ed relative to its descriptor.
+
+        Symlinks are reported as kind `symlink` with the size of their text and are
+        never followed. Staging files of in-flight writes are hidden. Entries that
+        vanish while listing are skipped.
+        """
+        up = self._parse("list", rel_path, root_ok=True)
+        fd = self._open_path(up, _DIR_FLAGS, op="list")
+        try:
+            return list(_scan(fd))
+        finally:
+            os.close(fd)
+
+    def open_read(self, rel_path: str) -> ReadHandle:
+        """Open a regular file for reading and return a handle that owns the fd.
+
+        Raises `IsADirectoryPathError` for a directory, `NotRegularFileError` for a
+        FIFO, socket or device (opened without blocking, then refused) and
+        `HardlinkRefusedError` for a multiply-linked file under `hardlinks="deny"`.
+        """
+        up = self._parse("read", rel_path)
+        fd = self._open_path(up, _READ_FLAGS, op="read")
+        try:
+            st = os.fstat(fd)
+            self._check_readable(up, st)
+        except BaseException:
+            os.close(fd)
+            raise
+        return ReadHandle(fd, Entry.from_stat(up.final, st))
+
+    def read_bytes(self, rel_path: str) -> bytes:
+        """Return the whole content of a regular file (see `open_read`)."""
+        with self.open_read(rel_path) as handle:
+            return handle.read()
+
+    # Writing
+
+    def open_writer(
+        self, rel_path: str, *, exclusive: bool = False, make_parents: bool = False
+    ) -> AtomicWriter:
+        """Start an atomic write of `rel_path`; nothing is visible before `commit`.
+
+        The existing object (if any) is checked first: a symlink, directory, FIFO,
+        device or multiply-linked file is refused before anything is written, and
+        with `exclusive=True` any existing name (a dangling symlink too) is refused.
+        `make_parents=True` creates missing folders, each through the root.
+        """
+        up = self._parse("write", rel_path)
+        if up.must_be_dir:
+            reason = "a file name cannot end in '/'"
+            raise IsADirectoryPathError("write", rel_path, reason)
+        _refuse_final_dotdot(up, "write")
+        parent = self._open_parent(up, "write", make_parents=make_parents)
+        try:
+            self._check_write_target(up, parent, exclusive)
+            return AtomicWriter(self, up, parent, exclusive)
+        except BaseException:
+            os.close(parent)
+            raise
+
+    def write_bytes(
+        self,
+        rel_path: str,
+        data: bytes,
+        *,
+        exclusive: bool = False,
+        make_parents: bool = False,
+    ) -> Entry:
+        """Write `data` to `rel_path` atomically (see `open_writer`)."""
+        with self.open_writer(
+            rel_path, exclusive=exclusive, make_parents=make_parents
+        ) as writer:
+            writer.write(data)
+            entry, _ = writer.commit()
+        return entry
+
+    def mkdir(
+        self, rel_path: str, *, parents: bool = False, exist_ok: bool = False
+    ) -> None:
+        """Create a directory; an existing name (even a dangling link) is refused.
+
+        With `exist_ok=True`, an existing directory (not a link to one) is fine.
+        """
+        up = self._parse("mkdir", rel_path)
+        _refuse_final_dotdot(up, "mkdir")
+        parent = self._open_parent(up, "mkdir", make_parents=parents)
+        try:
+            os.mkdir(up.final, _NEW_DIR_MODE, dir_fd=parent)
+        except FileExistsError as exc:
+            st = os.stat(up.final, dir_fd=parent, follow_symlinks=False)
+            if not (exist_ok and stat.S_ISDIR(st.st_mode)):
+                raise self._error("mkdir", up, exc) from exc
+        except OSError as exc:
+            raise self._error("mkdir", up, exc) from exc
+        finally:
+            os.close(parent)
+
+    def remove(self, rel_path: str) -> None:
+        """Remove a file, a symlink itself, or an empty directory.
+
+        Never follows the last component: removing a link removes the link. A
+        trailing `/` demands a real directory.
+        """
+        up = self._parse("delete", rel_path)
+        _refuse_final_dotdot(up, "delete")
+        parent = self._open_parent(up, "delete")
+        try:
+            _remove_name(parent, up.final, must_be_dir=up.must_be_dir)
+        except OSError as exc:
+            raise self._error("delete", up, exc) from exc
+        finally:
+            os.close(parent)
+
+    def remove_tree(self, rel_path: str) -> None:
+        """Remove a directory and everything beneath it, or a single non-directory.
+
+        Descends with O_NOFOLLOW | O_DIRECTORY and checks each child's (dev, ino)
+        against the entry it lstat-ed, so a link swapped in is unlinked, never
+        followed. Mount points are not crossed.
+        """
+        up = self._parse("delete", rel_path)
+        _refuse_final_dotdot(up, "delete")
+        parent = self._open_parent(up, "delete")
+        try:
+            _remove_tree(parent, up.final, self._dev)
+        except OSError as exc:
+            raise self._error("delete", up, exc) from exc
+        finally:
+            os.close(parent)
+
+    def rename(self, src: str, dst: str, *, overwrite: bool = False) -> None:
+        """Move `src` to `dst` inside the root, never following either last link.
+
+        With `overwrite=False` an existing destination is refused atomically
+        (renameat2 RENAME_NOREPLACE). A trailing `/` on either side demands that
+        `src` is a directory.
+        """
+        src_up = self._parse("rename", src)
+        dst_up = self._parse("rename", dst)
+        _refuse_final_dotdot(src_up, "rename")
+        _refuse_final_dotdot(dst_up, "rename")
+        src_parent = self._open_parent(src_up, "rename")
+        try:
+            dst_parent = self._open_parent(dst_up, "rename")
+            try:
+                self._rename(src_up, src_parent, dst_up, dst_parent, overwrite)
+            finally:
+                os.close(dst_parent)
+        finally:
+            os.close(src_parent)
+
+    # Internals shared by the operations
+
+    def _parse(self, op: str, rel_path: str, *, root_ok: bool = False) -> UserPath:
+        if self._fd < 0:
+            raise ValueError("operation on a closed Root")
+        if root_ok and rel_path in ("", "."):
+            rel_path = "."
+            return UserPath(".", (), True)
+        up = parse_user_path(op, rel_path)
+        if not up.parts and not root_ok:
+            raise InvalidPathError(op, rel_path, "the path names the space itself")
+        if any(p.startswith(STAGING_PREFIX) for p in up.parts):
+            reason = f"names starting with {STAGING_PREFIX!r} are reserved"
+            raise InvalidPathError(op, rel_path, reason)
+        return up
+
+    def _open_path(self, up: UserPath, flags: int, *, op: str) -> int:
+        # The last component is followed exactly when any symlink may be.
+        if up.must_be_dir:
+            flags |= os.O_DIRECTORY
+        try:
+            return self._open(
+                self._fd,
+                up.parts,
+                flags,
+                follow_final=self._allow_symlinks,
+                allow_symlinks=self._allow_symlinks,
+                root_dev=self._dev,
+            )
+        except OSError as exc:
+            raise self._error(op, up, exc) from exc
+
+    def _open_parent(
+        self, up: UserPath, op: str, *, make_parents: bool = False
+    ) -> int:
+        parent = UserPath(up.text, up.parent_parts, True)
+        try:
+            return self._open_path(parent, _DIR_FLAGS, op=op)
+        except PathError as exc:
+            if not (make_parents and _is_missing(exc)):
+                raise
+        self._make_dirs(up)
+        return self._open_path(parent, _DIR_FLAGS, op=op)
+
+    def _make_dirs(self, up: UserPath) -> None:
+        # Create the parent folders one at a time; each mkdirat runs in a directory
+        # that was itself opened through the resolver, so no step can leave the root.
+        for depth in range(1, len(up.parent_parts) + 1):
+            step = UserPath(up.text, up.parent_parts[:depth], True)
+            if step.final == "..":
+                continue
+            parent = self._open_path(
+                UserPath(up.text, step.parent_parts, True),
+                _DIR_FLAGS,
+                op="mkdir",
+            )
+            try:
+                os.mkdir(step.final, _NEW_DIR_MODE, dir_fd=parent)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise self._error("mkdir", up, exc) from exc
+            finally:
+                os.close(parent)
+
+    def _check_readable(self, up: UserPath, st: os.stat_result) -> None:
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryPathError("read", up.text, "it is a folder, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            reason = "only regular files are served (this is a FIFO, socket or device)"
+            raise NotRegularFileError("read", up.text, reason)
+        self._check_hardlinks(up, st)
+
+    def _check_hardlinks(self, up: UserPath, st: os.stat_result) -> None:
+        if self.hardlinks == "deny" and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            reason = "the file has more than one hard link, which this space refuses"
+            raise HardlinkRefusedError("read", up.text, reason)
+
+    def _check_write_target(self, up: UserPath, parent: int, exclusive: bool) -> None:
+        try:
+            st = os.stat(up.final, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error("write", up, exc) from exc
+        if exclusive:
+            raise PathExistsError("write", up.text, "the name is already taken")
+        if stat.S_ISLNK(st.st_mode):
+            reason = "it is a symbolic link; writes never go through links"
+            raise SymlinkRefusedError("write", up.text, reason)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryPathError("write", up.text, "a folder has that name")
+        if not stat.S_ISREG(st.st_mode):
+            reason = "a FIFO, socket or device has that name"
+            raise NotRegularFileError("write", up.text, reason)
+        self._check_hardlinks(up, st)
+
+    def _rename(
+        self,
+        src: UserPath,
+        src_parent: int,
+        dst: UserPath,
+        dst_parent: int,
+        overwrite: bool,
+    ) -> None:
+        try:
+            if src.must_be_dir or dst.must_be_dir:
+                st = os.stat(src.final, dir_fd=src_parent, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    reason = "a trailing '/' names a folder, and the source is not one"
+                    raise NotADirectoryPathError("rename", src.text, reason)
+            if overwrite:
+                os.rename(
+                    src.final, dst.final, src_dir_fd=src_parent, dst_dir_fd=dst_parent
+                )
+            else:
+                _rename_noreplace(src_parent, src.final, dst_parent, dst.final)
+        except OSError as exc:
+            culprit = dst if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) else src
+            raise self._error("rename", culprit, exc) from exc
+
+    def _error(self, op: str, up: UserPath, exc: OSError) -> PathError:
+        return path_error(op, up.text, exc, symlinks=self.symlinks)
+
+
+class ReadHandle:
+    """An open regular file of a root; owns its descriptor until `close`."""
+
+    def __init__(self, fd: int, entry: Entry) -> None:
+        self.fd = fd
+        self.entry = entry
+
+    def read(self, n: int = -1) -> bytes:
+        """Read up to `n` bytes from the current offset (all of it when -1)."""
+        if n >= 0:
+            return os.read(self.fd, n)
+        chunks = []
+        while chunk := os.read(self.fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        """Read up to `n` bytes at `offset` without moving the file offset."""
+        return os.pread(self.fd, n, offset)
+
+    def close(self) -> None:
+        """Close the descriptor (idempotent)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AtomicWriter:
+    """A staging file that becomes `rel_path` on `commit`, or vanishes on `abort`.
+
+    The staging file is created with O_EXCL | O_NOFOLLOW in the target's own
+    directory (opened through the root), written, fsync-ed, and renamed over the
+    name; then the directory is fsync-ed so the rename survives a crash. An
+    exclusive writer links instead of renaming, so it never replaces anything.
+    """
+
+    def __init__(
+        self, root: Root, up: UserPath, parent_fd: int, exclusive: bool
+    ) -> None:
+        self._root = root
+        self._up = up
+        self._parent = parent_fd
+        self._exclusive = exclusive
+        self._tmp = f"{STAGING_PREFIX}{secrets.token_hex(12)}"
+        self.size = 0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            self._fd = os.open(self._tmp, flags, _NEW_FILE_MODE, dir_fd=parent_fd)
+        except OSError as exc:
+            raise root._error("write", up, exc) from exc
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append `data` to the staging file."""
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+            self.size += written
+
+    def commit(self) -> tuple[Entry, bool]:
+        """Make the content visible under its name; return (entry, created)."""
+        try:
+            os.fsync(self._fd)
+            st = os.fstat(self._fd)
+            created = self._publish()
+            os.fsync(self._parent)
+        except OSError as exc:
+            self.abort()
+            raise self._root._error("write", self._up, exc) from exc
+        except BaseException:
+            self.abort()
+            raise
+        self._close_all()
+        return Entry.from_stat(self._up.final, st), created
+
+    def abort(self) -> None:
+        """Discard the staging file (idempotent)."""
+        if self._parent < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp, dir_fd=self._parent)
+        self._close_all()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        self.abort()
+
+    def _publish(self) -> bool:
+        name, parent = self._up.final, self._parent
+        if self._exclusive:
+            # link(2) fails with EEXIST for any existing name, a dangling link too.
+            os.link(
+                self._tmp, name, src_dir_fd=parent, dst_dir_fd=parent,
+                follow_symlinks=False,
+            )
+            os.unlink(self._tmp, dir_fd=parent)
+            return True
+        existed = _name_exists(parent, name)
+        os.rename(self._tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        return not existed
+
+    def _close_all(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._parent >= 0:
+            os.close(self._parent)
+            self._parent = -1
+
+
+def _choose_resolver(choice: str) -> Literal["openat2", "walk"]:
+    if choice == "walk":
+        return "walk"
+    if choice not in ("auto", "openat2"):
+        raise ConfigError(f"resolver = {choice!r}; use 'auto', 'openat2' or 'walk'")
+    if openat2_available():
+        return "openat2"
+    if choice == "openat2":
+        raise ConfigError("resolver = 'openat2', but this kernel does not offer it")
+    return "walk"
+
+
+def _open_root_dir(host_path: str | os.PathLike[str]) -> int:
+    shown = os.fspath(host_path)
+    try:
+        return os.open(host_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"space directory {shown!r} does not exist") from None
+    except NotADirectoryError:
+        raise ConfigError(f"space path {shown!r} is not a directory") from None
+    except OSError as exc:
+        reason = f"cannot open space directory {shown!r}: {exc.strerror}"
+        raise ConfigError(reason) from exc
+
+
+def _scan(dir_fd: int) -> Iterator[Entry]:
+    for name in os.listdir(dir_fd):
+        if name.startswith(STAGING_PREFIX):
+            continue
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        yield Entry.from_stat(name, st)
+
+
+def _refuse_final_dotdot(up: UserPath, op: str) -> None:
+    if up.final == "..":
+        reason = "the path must end in a name, not '..'"
+        raise InvalidPathError(op, up.text, reason)
+
+
+def _is_missing(exc: PathError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno == errno.ENOENT
+
+
+def _name_exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_name(parent: int, name: str, *, must_be_dir: bool) -> None:
+    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        os.rmdir(name, dir_fd=parent)
+    elif must_be_dir:
+        raise OSError(errno.ENOTDIR, "not a directory")
+    else:
+        # unlinkat never follows: a symlink is removed, its target is not.
+        os.unlink(name, dir_fd=parent)
+
+
+def _rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
+    try:
+        renameat2(src_dir, src, dst_dir, dst, RENAME_NOREPLACE)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
+        # A file system without RENAME_NOREPLACE: check, then rename. The window can
+        # only replace an entry inside the same root, never reach outside it.
+        if _name_exists(dst_dir, dst):
+            raise OSError(errno.EEXIST, "destination exists") from None
+        os.rename(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+
+
+def _remove_tree(parent: int, name: str, root_dev: int) -> None:
+    # Design note: an explicit stack of (parent fd, name, fd, dev/ino) instead of
+    # recursion, so depth is bounded by memory rather than Python's recursion limit.
+    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent)
+        return
+    fd = _open_child_dir(parent, name, st, root_dev)
+    stack: list[tuple[int, str, int]] = [(parent, name, fd)]
+    try:
+        while stack:
+            dir_parent, dir_name, dir_fd = stack[-1]
+            child = _next_child(dir_fd, root_dev)
+            if child is None:
+                stack.pop()
+                os.close(dir_fd)
+                os.rmdir(dir_name, dir_fd=dir_parent)
+            else:
+                stack.append((dir_fd, child[0], child[1]))
+    finally:
+        for _, _, dir_fd in stack:
+            os.close(dir_fd)
+
+
+def _next_child(dir_fd: int, root_dev: int) -> tuple[str, int] | None:
+    """Remove non-directory children; return the next subdirectory to descend."""
+    for name in os.listdir(dir_fd):
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+            continue
+        try:
+            return name, _open_child_dir(dir_fd, name, st, root_dev)
+        except OSError as exc:
+            # Swapped for a link or another entry since the lstat: never descend.
+            # Whatever is there now is left; the final rmdir then reports the
+            # folder as not empty instead of chasing an attacker forever.
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP, errno.EAGAIN):
+                raise
+    return None
+
+
+def _open_child_dir(parent: int, name: str, st: os.stat_result, root_dev: int) -> int:
+    if st.st_dev != root_dev:
+        raise OSError(errno.EXDEV, "mount point beneath the root")
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(name, flags, dir_fd=parent)
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise OSError(errno.EAGAIN, "directory changed while removing it")
+    return fd

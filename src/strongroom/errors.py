@@ -1,0 +1,144 @@
+"""The one exception hierarchy of Strongroom.
+
+Every error the product raises on purpose descends from `StrongroomError`, with one
+branch per layer and one subclass per cause that a caller may treat differently.
+The API turns them into HTTP answers in a single table (`strongroom.api.problems`);
+nothing else maps errors to status codes.
+
+    StrongroomError
+    ├── PathError                  a user path was refused or could not be served
+    │   ├── InvalidPathError       the name breaks the path rules (400)
+    │   ├── PathEscapeError        resolution would leave the root (403)
+    │   ├── SymlinkRefusedError    a symlink that the policy forbids (403)
+    │   ├── HardlinkRefusedError   a file with more than one link (403)
+    │   ├── NotRegularFileError    a FIFO, socket or device (403)
+    │   ├── CrossDeviceError       a mount point beneath the root (403)
+    │   ├── AccessDeniedError      the service's own permissions forbid it (403)
+    │   ├── PathNotFoundError      nothing by that name (404)
+    │   ├── PathExistsError        the name is taken (409 or 412)
+    │   ├── IsADirectoryPathError  a directory where a file was expected (409)
+    │   ├── NotADirectoryPathError a file where a directory was expected (409)
+    │   ├── DirectoryNotEmptyError remove of a non-empty directory (409)
+    │   └── ResolveRetryError      the kernel kept reporting a race (403)
+    ├── AuthError                  missing, bad or expired credentials (401)
+    ├── PermissionDeniedError      authenticated, but not allowed (403)
+    ├── StorageError               the metadata or blob store failed (500)
+    ├── LimitExceededError         a size limit was crossed (413)
+    └── ConfigError                a setting is wrong; start-up stops
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "AuthError",
+    "ConfigError",
+    "CrossDeviceError",
+    "DirectoryNotEmptyError",
+    "HardlinkRefusedError",
+    "InvalidPathError",
+    "IsADirectoryPathError",
+    "LimitExceededError",
+    "NotADirectoryPathError",
+    "NotRegularFileError",
+    "PathError",
+    "PathEscapeError",
+    "PathExistsError",
+    "PathNotFoundError",
+    "PermissionDeniedError",
+    "ResolveRetryError",
+    "StorageError",
+    "StrongroomError",
+    "SymlinkRefusedError",
+]
+
+
+class StrongroomError(Exception):
+    """Base of every error that Strongroom raises on purpose."""
+
+
+class PathError(StrongroomError):
+    """A root-relative path was refused or could not be acted on.
+
+    Carries the operation (`op`), the root-relative path as the user sent it
+    (`rel_path`) and a reason that is safe to show to that user: it never holds a
+    host path. The underlying `OSError`, if any, is chained as `__cause__`.
+    """
+
+    def __init__(self, op: str, rel_path: str, reason: str) -> None:
+        self.op = op
+        self.rel_path = rel_path
+        self.reason = reason
+        super().__init__(f"{op} {rel_path!r} refused: {reason}")
+
+
+class InvalidPathError(PathError):
+    """The path breaks the name rules (absolute, `..` above the root, NUL...)."""
+
+
+class PathEscapeError(PathError):
+    """Resolving the path would leave the root, even briefly."""
+
+
+class SymlinkRefusedError(PathError):
+    """The path goes through a symlink that the root's policy forbids."""
+
+
+class HardlinkRefusedError(PathError):
+    """The file has more than one hard link and the space does not allow that."""
+
+
+class NotRegularFileError(PathError):
+    """The object is a FIFO, socket or device, which are never served."""
+
+
+class CrossDeviceError(PathError):
+    """The path crosses a mount point beneath the root."""
+
+
+class AccessDeniedError(PathError):
+    """The service's own file permissions do not allow the operation."""
+
+
+class PathNotFoundError(PathError):
+    """Nothing exists at the path (or a parent directory is missing)."""
+
+
+class PathExistsError(PathError):
+    """The name is already taken and the operation must not replace it."""
+
+
+class IsADirectoryPathError(PathError):
+    """A directory was found where a file was expected."""
+
+
+class NotADirectoryPathError(PathError):
+    """A non-directory was found where a directory was expected."""
+
+
+class DirectoryNotEmptyError(PathError):
+    """A directory to be removed still has entries."""
+
+
+class ResolveRetryError(PathError):
+    """The kernel reported a concurrent rename on every bounded retry."""
+
+
+class AuthError(StrongroomError):
+    """Credentials are missing, malformed, expired or do not match."""
+
+
+class PermissionDeniedError(StrongroomError):
+    """The caller is authenticated but may not do this."""
+
+
+class StorageError(StrongroomError):
+    """The metadata database or the blob store failed."""
+
+
+class LimitExceededError(StrongroomError):
+    """A configured size limit was crossed."""
+
+
+class ConfigError(StrongroomError):
+    """A setting has a bad value; the message names the key, value and range."""
