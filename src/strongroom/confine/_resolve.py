@@ -36,10 +36,18 @@ from strongroom.confine._sys import (
     RESOLVE_NO_MAGICLINKS,
     RESOLVE_NO_SYMLINKS,
     RESOLVE_NO_XDEV,
+    mount_id,
     openat2,
 )
 
-__all__ = ["MAX_EAGAIN_RETRIES", "MAX_SYMLINK_HOPS", "open_kernel", "open_walk"]
+__all__ = [
+    "MAX_EAGAIN_RETRIES",
+    "MAX_SYMLINK_HOPS",
+    "open_kernel",
+    "open_walk",
+    "root_mount_of",
+    "same_mount",
+]
 
 # Linux follows at most 40 symlinks in one lookup (MAXSYMLINKS); the walk matches it
 # so both resolvers agree on which chains are too long.
@@ -58,7 +66,7 @@ def open_kernel(
     *,
     follow_final: bool,
     allow_symlinks: bool,
-    root_dev: int,
+    root_mount: tuple[int, int | None],
 ) -> int:
     """Open `parts` beneath `root_fd` in one openat2(2) call."""
     path = "/".join(parts).encode("utf-8") or b"."
@@ -83,12 +91,13 @@ def open_walk(
     *,
     follow_final: bool,
     allow_symlinks: bool,
-    root_dev: int,
+    root_mount: tuple[int, int | None],
 ) -> int:
     """Open `parts` beneath `root_fd` by walking one component at a time.
 
-    See the module's design note. Every directory entered is checked to be on the
-    root's device, which stands in for RESOLVE_NO_XDEV; symlink targets that are
+    See the module's design note. Every object opened is checked to be on the
+    root's mount (same device and, where statx reports it, same mount id), which
+    stands in for RESOLVE_NO_XDEV; symlink targets that are
     absolute are refused outright, which covers magic links such as /proc/self/root.
     """
     stack: list[int] = []
@@ -107,11 +116,11 @@ def open_walk(
                 continue
             if pending:
                 fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur)
-                if _enter_directory(fd, root_dev):
+                if _enter_directory(fd, root_mount):
                     stack.append(fd)
                     continue
             else:
-                fd = _open_final(cur, name, flags, root_dev)
+                fd = _open_final(cur, name, flags, root_mount)
                 if fd >= 0:
                     return fd
             # The component is a symlink: follow it only when the policy says so.
@@ -126,14 +135,14 @@ def open_walk(
             os.close(fd)
 
 
-def _enter_directory(fd: int, root_dev: int) -> bool:
+def _enter_directory(fd: int, root_mount: tuple[int, int | None]) -> bool:
     """Decide what an O_PATH descriptor is: a directory to enter, or a symlink.
 
     Closes `fd` unless it is a directory on the root's device. Raises ENOTDIR for
     anything else and EXDEV for a directory on another device (a mount point).
     """
     st = os.fstat(fd)
-    if stat.S_ISDIR(st.st_mode) and st.st_dev == root_dev:
+    if stat.S_ISDIR(st.st_mode) and same_mount(fd, st, root_mount):
         return True
     os.close(fd)
     if stat.S_ISDIR(st.st_mode):
@@ -143,7 +152,9 @@ def _enter_directory(fd: int, root_dev: int) -> bool:
     raise OSError(errno.ENOTDIR, "not a directory")
 
 
-def _open_final(dir_fd: int, name: str, flags: int, root_dev: int) -> int:
+def _open_final(
+    dir_fd: int, name: str, flags: int, root_mount: tuple[int, int | None]
+) -> int:
     """Open the last component without following it; return -1 if it is a symlink."""
     try:
         fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -160,10 +171,23 @@ def _open_final(dir_fd: int, name: str, flags: int, root_dev: int) -> int:
         # Only O_PATH opens get here: they return the link itself.
         os.close(fd)
         return -1
-    if st.st_dev != root_dev:
+    if not same_mount(fd, st, root_mount):
         os.close(fd)
         raise OSError(errno.EXDEV, "mount point beneath the root")
     return fd
+
+
+def same_mount(
+    fd: int, st: os.stat_result, root_mount: tuple[int, int | None]
+) -> bool:
+    """Tell whether `fd` is on the root's mount (device, and mount id if known)."""
+    dev, mnt = root_mount
+    return st.st_dev == dev and (mnt is None or mount_id(fd) == mnt)
+
+
+def root_mount_of(fd: int) -> tuple[int, int | None]:
+    """Return what `_same_mount` compares against for the root at `fd`."""
+    return os.fstat(fd).st_dev, mount_id(fd)
 
 
 def _link_parts(dir_fd: int, name: str) -> list[str]:

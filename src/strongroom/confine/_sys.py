@@ -17,6 +17,7 @@ __all__ = [
     "RESOLVE_NO_SYMLINKS",
     "RESOLVE_NO_XDEV",
     "openat2",
+    "mount_id",
     "openat2_available",
     "renameat2",
 ]
@@ -43,6 +44,20 @@ if _renameat2 is not None:
     _renameat2.argtypes = [
         ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
     ]
+
+
+_statx = getattr(_libc, "statx", None)
+if _statx is not None:
+    _statx.restype = ctypes.c_int
+    _statx.argtypes = [
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p
+    ]
+_AT_EMPTY_PATH = 0x1000
+_STATX_MNT_ID = 0x1000
+# struct statx is 256 bytes; stx_mask is its first u32 and stx_mnt_id the u64 at
+# byte 144 (linux/stat.h).
+_STATX_SIZE = 256
+_STATX_MNT_ID_OFFSET = 144
 
 
 class _OpenHow(ctypes.Structure):
@@ -81,6 +96,24 @@ def renameat2(
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def mount_id(fd: int) -> int | None:
+    """Return the id of the mount that `fd` lives on, or None if unknown.
+
+    Two directories of one file system share st_dev even when one is a bind mount
+    of the other, so only the mount id tells the walk that it crossed a mount.
+    """
+    if _statx is None:
+        return None
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_MNT_ID, buf) != 0:
+        return None
+    mask = int.from_bytes(buf.raw[0:4], "little")
+    if not mask & _STATX_MNT_ID:
+        return None
+    start = _STATX_MNT_ID_OFFSET
+    return int.from_bytes(buf.raw[start:start + 8], "little")
 
 
 def openat2_available() -> bool:

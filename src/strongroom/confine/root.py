@@ -61,6 +61,7 @@ _KINDS: dict[int, EntryKind] = {
 # device must never become our controlling terminal.
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK
+_Mount = tuple[int, int | None]
 _NEW_FILE_MODE = 0o644
 _NEW_DIR_MODE = 0o755
 
@@ -147,7 +148,7 @@ class Root:
         )
         self._allow_symlinks = symlinks == "within"
         self._fd = _open_root_dir(host_path)
-        self._dev = os.fstat(self._fd).st_dev
+        self._mount = _resolve.root_mount_of(self._fd)
 
     # Lifecycle
 
@@ -314,7 +315,7 @@ class Root:
         _refuse_final_dotdot(up, "delete")
         parent = self._open_parent(up, "delete")
         try:
-            _remove_tree(parent, up.final, self._dev)
+            _remove_tree(parent, up.final, self._mount)
         except OSError as exc:
             raise self._error("delete", up, exc) from exc
         finally:
@@ -368,7 +369,7 @@ class Root:
                 flags,
                 follow_final=self._allow_symlinks,
                 allow_symlinks=self._allow_symlinks,
-                root_dev=self._dev,
+                root_mount=self._mount,
             )
         except OSError as exc:
             raise self._error(op, up, exc) from exc
@@ -663,19 +664,19 @@ def _rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
         os.rename(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
 
 
-def _remove_tree(parent: int, name: str, root_dev: int) -> None:
+def _remove_tree(parent: int, name: str, root_mount: _Mount) -> None:
     # Design note: an explicit stack of (parent fd, name, fd, dev/ino) instead of
     # recursion, so depth is bounded by memory rather than Python's recursion limit.
     st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=parent)
         return
-    fd = _open_child_dir(parent, name, st, root_dev)
+    fd = _open_child_dir(parent, name, st, root_mount)
     stack: list[tuple[int, str, int]] = [(parent, name, fd)]
     try:
         while stack:
             dir_parent, dir_name, dir_fd = stack[-1]
-            child = _next_child(dir_fd, root_dev)
+            child = _next_child(dir_fd, root_mount)
             if child is None:
                 stack.pop()
                 os.close(dir_fd)
@@ -687,7 +688,7 @@ def _remove_tree(parent: int, name: str, root_dev: int) -> None:
             os.close(dir_fd)
 
 
-def _next_child(dir_fd: int, root_dev: int) -> tuple[str, int] | None:
+def _next_child(dir_fd: int, root_mount: _Mount) -> tuple[str, int] | None:
     """Remove non-directory children; return the next subdirectory to descend."""
     for name in os.listdir(dir_fd):
         try:
@@ -698,7 +699,7 @@ def _next_child(dir_fd: int, root_dev: int) -> tuple[str, int] | None:
             os.unlink(name, dir_fd=dir_fd)
             continue
         try:
-            return name, _open_child_dir(dir_fd, name, st, root_dev)
+            return name, _open_child_dir(dir_fd, name, st, root_mount)
         except OSError as exc:
             # Swapped for a link or another entry since the lstat: never descend.
             # Whatever is there now is left; the final rmdir then reports the
@@ -708,13 +709,16 @@ def _next_child(dir_fd: int, root_dev: int) -> tuple[str, int] | None:
     return None
 
 
-def _open_child_dir(parent: int, name: str, st: os.stat_result, root_dev: int) -> int:
-    if st.st_dev != root_dev:
-        raise OSError(errno.EXDEV, "mount point beneath the root")
+def _open_child_dir(
+    parent: int, name: str, st: os.stat_result, root_mount: _Mount
+) -> int:
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     fd = os.open(name, flags, dir_fd=parent)
     now = os.fstat(fd)
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
         raise OSError(errno.EAGAIN, "directory changed while removing it")
+    if not _resolve.same_mount(fd, now, root_mount):
+        os.close(fd)
+        raise OSError(errno.EXDEV, "mount point beneath the root")
     return fd
