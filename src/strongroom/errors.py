@@ -20,9 +20,14 @@ nothing else maps errors to status codes.
     │   ├── NotADirectoryPathError a file where a directory was expected (409)
     │   ├── DirectoryNotEmptyError remove of a non-empty directory (409)
     │   └── ResolveRetryError      the kernel kept reporting a race (403)
+    ├── SpaceNotFoundError         no such space for this user (404)
     ├── AuthError                  missing, bad or expired credentials (401)
     ├── PermissionDeniedError      authenticated, but not allowed (403)
     ├── StorageError               the metadata or blob store failed (500)
+    ├── UserError                  a user account operation was refused
+    │   ├── UserExistsError        the user name is taken (409)
+    │   ├── UserNotFoundError      no user by that name or id (404)
+    │   └── PasswordPolicyError    a new password breaks the length rules (400)
     ├── LimitExceededError         a size limit was crossed (413)
     └── ConfigError                a setting is wrong; start-up stops
 """
@@ -41,15 +46,20 @@ __all__ = [
     "LimitExceededError",
     "NotADirectoryPathError",
     "NotRegularFileError",
+    "PasswordPolicyError",
     "PathError",
     "PathEscapeError",
     "PathExistsError",
     "PathNotFoundError",
     "PermissionDeniedError",
     "ResolveRetryError",
+    "SpaceNotFoundError",
     "StorageError",
     "StrongroomError",
     "SymlinkRefusedError",
+    "UserError",
+    "UserExistsError",
+    "UserNotFoundError",
 ]
 
 
@@ -124,6 +134,10 @@ class ResolveRetryError(PathError):
     """The kernel reported a concurrent rename on every bounded retry."""
 
 
+class SpaceNotFoundError(StrongroomError):
+    """No space by that name exists for this user (existence is not revealed)."""
+
+
 class AuthError(StrongroomError):
     """Credentials are missing, malformed, expired or do not match."""
 
@@ -134,6 +148,22 @@ class PermissionDeniedError(StrongroomError):
 
 class StorageError(StrongroomError):
     """The metadata database or the blob store failed."""
+
+
+class UserError(StrongroomError):
+    """A user account operation was refused (the accounts themselves are fine)."""
+
+
+class UserExistsError(UserError):
+    """A user with that name already exists."""
+
+
+class UserNotFoundError(UserError):
+    """No user has that name or id."""
+
+
+class PasswordPolicyError(UserError):
+    """A new password is empty, too short or longer than the hashing cap."""
 
 
 class LimitExceededError(StrongroomError):

@@ -60,10 +60,12 @@ _KIND_BY_FORMAT = {
     stat.S_IFBLK: "blockdev",
 }
 
-# inotify(7) event bits that mean an outside object was read or changed. IN_OPEN,
-# IN_CLOSE_WRITE and IN_ATTRIB are left out on purpose: a correct server may open an
-# inode reached through an inside hard link to check its link count, and unlinking
-# that inside name changes the outside inode's link count (an IN_ATTRIB).
+# inotify(7) event bits that mean an outside object was read or changed. Left out
+# on purpose, because a correct server can cause them through an inside hard link to
+# an outside inode: IN_OPEN and IN_CLOSE_WRITE (opening it to check its link count),
+# IN_ATTRIB (unlinking the inside name changes the link count) and IN_MOVE_SELF
+# (renaming the inside name). A real move of an outside name still shows as
+# IN_MOVED_FROM on its parent directory.
 _IN_EVENTS = {
     0x001: "IN_ACCESS",
     0x002: "IN_MODIFY",
@@ -72,7 +74,6 @@ _IN_EVENTS = {
     0x100: "IN_CREATE",
     0x200: "IN_DELETE",
     0x400: "IN_DELETE_SELF",
-    0x800: "IN_MOVE_SELF",
     0x4000: "IN_Q_OVERFLOW",
 }
 _IN_WATCH_MASK = sum(_IN_EVENTS) & ~0x4000
@@ -436,12 +437,14 @@ class CaseTree:
     def _parent(
         self, outside: bool, rel: str, *, create: bool
     ) -> Iterator[tuple[int, str]]:
-        parts = [part for part in rel.split("/") if part]
+        parts = [part for part in rel.split("/") if part not in ("", ".")]
         base = self.outside_fd if outside else self.root_fd
         fd = os.open(".", _DIR_FLAGS, dir_fd=base)
         try:
             for part in parts[:-1]:
-                fd = _step_into(fd, part, create)
+                child = _open_child_dir(fd, part, create)
+                os.close(fd)
+                fd = child
             yield fd, (parts[-1] if parts else ".")
         finally:
             os.close(fd)
@@ -500,20 +503,14 @@ def _outcome_from(result: Mapping[str, Any]) -> Outcome:
     ) from error
 
 
-def _step_into(fd: int, part: str, create: bool) -> int:
+def _open_child_dir(fd: int, part: str, create: bool) -> int:
     try:
-        child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        return os.open(part, _DIR_FLAGS, dir_fd=fd)
     except FileNotFoundError:
         if not create:
-            os.close(fd)
             raise
-        os.mkdir(part, 0o755, dir_fd=fd)
-        child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-    except OSError:
-        os.close(fd)
-        raise
-    os.close(fd)
-    return child
+    os.mkdir(part, 0o755, dir_fd=fd)
+    return os.open(part, _DIR_FLAGS, dir_fd=fd)
 
 
 def _write_new_file(dir_fd: int, name: str, data: bytes) -> None:

@@ -1,0 +1,236 @@
+"""Serve an already-open file: validators, conditional requests, one Range, safe headers.
+
+The file arrives as an open descriptor from the confined root or the blob store, so
+nothing here ever names a path on disk. The body is read in chunks with pread: small
+files in the event loop (a page-cache read of a few KiB costs less than a thread
+hop), larger ones in a worker thread per chunk, so memory stays constant whatever the
+size.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import anyio.to_thread
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from strongroom.confine import ReadHandle
+from strongroom.storage.spaces import guess_content_type
+
+__all__ = [
+    "FileInfo",
+    "FileResponse",
+    "content_disposition",
+    "is_active_type",
+]
+
+# Chunk size for streaming: large enough that a 1 GiB download is 1,024 thread hops,
+# small enough that 64 concurrent downloads hold 64 MiB at most.
+CHUNK_BYTES = 1 << 20
+# Up to this size the whole body is read in the event loop in one pread.
+INLINE_READ_BYTES = 64 << 10
+
+# Types a browser would execute or render as a document from our origin: they are
+# always sent as attachments (stored XSS otherwise), whatever the client declared.
+_ACTIVE_TYPES = frozenset({
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+    "text/javascript",
+    "application/javascript",
+    "application/x-javascript",
+    "application/ecmascript",
+    "text/ecmascript",
+    "text/css",
+    "application/pdf",
+    "text/xsl",
+    "application/wasm",
+    "multipart/x-mixed-replace",
+})
+
+_SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# Characters RFC 8187 lets stand unencoded in an ext-value (attr-char).
+_ATTR_CHAR_SAFE = "!#$&+-.^_`|~"
+
+_SAFETY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "sandbox; default-src 'none'",
+    "cross-origin-resource-policy": "same-origin",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What a response needs to know about the file it sends."""
+
+    name: str
+    size: int
+    mtime_ns: int
+    etag: str
+    content_type: str
+
+
+def is_active_type(content_type: str) -> bool:
+    """Tell whether a browser would run or render this type as a document."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    return base in _ACTIVE_TYPES or base.endswith("+xml")
+
+
+def content_disposition(disposition: str, name: str) -> str:
+    """Build a Content-Disposition value that no file name can break (RFC 6266).
+
+    The quoted `filename` is an ASCII stand-in with quotes, backslashes, controls
+    and non-ASCII replaced; `filename*` carries the real name percent-encoded
+    (RFC 8187), so CR, LF or `";` in a name can never split the header.
+    """
+    fallback = "".join(
+        c if 0x20 <= ord(c) < 0x7F and c not in '"\\%' else "_" for c in name
+    ) or "download"
+    encoded = quote(name, safe=_ATTR_CHAR_SAFE, errors="surrogateescape")
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+class FileResponse(Response):
+    """An ASGI response that sends an open file, honouring validators and Range.
+
+    Owns `handle` and closes it when the response is done or abandoned. A
+    `Response` subclass only so that FastAPI passes it through untouched; it does
+    not use the base class's body or header handling.
+    """
+
+    def __init__(
+        self,
+        handle: ReadHandle,
+        info: FileInfo,
+        request_headers: Mapping[str, str],
+        *,
+        method: str = "GET",
+    ) -> None:
+        self.handle = handle
+        self.info = info
+        self.method = method
+        self.status_code, self.start, self.length = _plan(info, request_headers)
+        self.plain_headers = _headers(info, self.status_code, self.start, self.length)
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": [
+                    (k.encode(), v.encode()) for k, v in self.plain_headers.items()
+                ],
+            })
+            if self.method == "HEAD" or self.status_code in (304, 416):
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await self._send_body(send)
+        finally:
+            self.handle.close()
+
+    async def _send_body(self, send: Send) -> None:
+        fd, offset, remaining = self.handle.fd, self.start, self.length
+        if remaining <= INLINE_READ_BYTES:
+            body = os.pread(fd, remaining, offset)
+            await send({"type": "http.response.body", "body": body})
+            return
+        while remaining > 0:
+            want = min(CHUNK_BYTES, remaining)
+            chunk = await anyio.to_thread.run_sync(os.pread, fd, want, offset)
+            if not chunk:
+                break  # The file shrank under us; the client sees a short body.
+            offset += len(chunk)
+            remaining -= len(chunk)
+            await send({
+                "type": "http.response.body", "body": chunk, "more_body": remaining > 0
+            })
+        if remaining > 0:
+            await send({"type": "http.response.body", "body": b""})
+
+
+def _plan(info: FileInfo, headers: Mapping[str, str]) -> tuple[int, int, int]:
+    """Decide (status, first byte, length) from the conditional and Range headers."""
+    if _not_modified(info, headers):
+        return 304, 0, 0
+    range_header = headers.get("range")
+    if range_header is None or not _if_range_holds(info, headers.get("if-range")):
+        return 200, 0, info.size
+    match = _SINGLE_RANGE.fullmatch(range_header.strip())
+    if match is None:
+        # Several ranges or bad syntax: RFC 9110 lets us ignore Range and send all,
+        # which also closes the door on overlapping-range amplification.
+        return 200, 0, info.size
+    first, last = match.groups()
+    if not first and not last:
+        return 200, 0, info.size
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or info.size == 0:
+            return 416, 0, 0
+        start = max(info.size - suffix, 0)
+        return 206, start, info.size - start
+    start = int(first)
+    end = min(int(last), info.size - 1) if last else info.size - 1
+    if last and int(last) < start:
+        return 200, 0, info.size
+    if start >= info.size:
+        return 416, 0, 0
+    return 206, start, end - start + 1
+
+
+def _not_modified(info: FileInfo, headers: Mapping[str, str]) -> bool:
+    if_none_match = headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in tags or info.etag in tags
+    since = headers.get("if-modified-since")
+    if since is None:
+        return False
+    try:
+        when = email.utils.parsedate_to_datetime(since)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    return int(when.timestamp()) >= info.mtime_ns // 1_000_000_000
+
+
+def _if_range_holds(info: FileInfo, if_range: str | None) -> bool:
+    if if_range is None:
+        return True
+    if if_range.startswith('"') or if_range.startswith("W/"):
+        return if_range.strip() == info.etag
+    return if_range.strip() == _http_date(info.mtime_ns)
+
+
+def _headers(info: FileInfo, status: int, start: int, length: int) -> dict[str, str]:
+    headers = {
+        "etag": info.etag,
+        "last-modified": _http_date(info.mtime_ns),
+        "accept-ranges": "bytes",
+        **_SAFETY_HEADERS,
+    }
+    if status == 304:
+        return headers
+    active = is_active_type(info.content_type)
+    headers["content-type"] = info.content_type
+    headers["content-disposition"] = content_disposition(
+        "attachment" if active else "inline", info.name
+    )
+    headers["content-length"] = str(length)
+    if status == 206:
+        headers["content-range"] = f"bytes {start}-{start + length - 1}/{info.size}"
+    elif status == 416:
+        headers["content-range"] = f"bytes */{info.size}"
+    return headers
+
+
+def _http_date(mtime_ns: int) -> str:
+    return email.utils.formatdate(mtime_ns / 1_000_000_000, usegmt=True)

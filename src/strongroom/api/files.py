@@ -1,0 +1,215 @@
+"""Routes for spaces and the files in them: parse, authorise, call the space, shape."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from strongroom.api.deps import CurrentUser, Services, get_services
+from strongroom.api.download import FileInfo, FileResponse
+from strongroom.api.schemas import (
+    FileMetaOut,
+    ListOut,
+    MoveIn,
+    SpaceOut,
+    entry_out,
+    meta_out,
+)
+from strongroom.errors import LimitExceededError, PathError
+from strongroom.storage.spaces import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    FileMeta,
+    Space,
+    SpaceWriter,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["files"])
+
+# Uploads are written in batches of this size, in a worker thread, so a slow disk
+# never stalls the event loop and each upload holds at most this much in memory.
+WRITE_BATCH_BYTES = 1 << 20
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+@router.get("/spaces", response_model=list[SpaceOut])
+def list_spaces(user: CurrentUser, services: ServicesDep) -> list[SpaceOut]:
+    """List the spaces this user may use."""
+    return [
+        SpaceOut(name=s.name, kind=s.kind, mode="rw" if s.writable else "ro")
+        for s in services.spaces.for_user(user)
+    ]
+
+
+@router.get("/spaces/{space}/list", response_model=ListOut, name="list_top")
+@router.get("/spaces/{space}/list/{path:path}", response_model=ListOut)
+def list_folder(
+    space: str,
+    request: Request,
+    user: CurrentUser,
+    services: ServicesDep,
+    path: str = "",
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+) -> ListOut:
+    """List a folder of a space, a page at a time, sorted by name."""
+    sp = _space(services, user, space, request, "list", path)
+    page = sp.list(path or ".", cursor, limit)
+    return ListOut(
+        space=sp.name,
+        path=path.strip("/"),
+        entries=[entry_out(m) for m in page.entries],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/spaces/{space}/meta/{path:path}", response_model=FileMetaOut)
+def get_meta(
+    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+) -> FileMetaOut:
+    """Describe one file or folder."""
+    sp = _space(services, user, space, request, "meta", path)
+    return meta_out(sp.meta(path))
+
+
+@router.api_route(
+    "/spaces/{space}/files/{path:path}",
+    methods=["GET", "HEAD"],
+    response_class=Response,
+    response_model=None,
+    responses={200: {"content": {"application/octet-stream": {}}},
+               206: {"description": "One byte range"}, 304: {}, 416: {}},
+)
+async def download(
+    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+) -> FileResponse:
+    """Download a file, with ETag, conditional requests and a single Range."""
+    sp = _space(services, user, space, request, "download", path)
+    handle, meta = sp.open(path)
+    info = FileInfo(
+        name=meta.name,
+        size=handle.entry.size,
+        mtime_ns=meta.mtime_ns,
+        etag=meta.etag,
+        content_type=meta.content_type or "application/octet-stream",
+    )
+    return FileResponse(handle, info, request.headers, method=request.method)
+
+
+@router.put(
+    "/spaces/{space}/files/{path:path}",
+    response_model=FileMetaOut,
+    status_code=201,
+    responses={200: {"model": FileMetaOut, "description": "Replaced"}},
+    openapi_extra={"requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                             "format": "binary"}}},
+    }},
+)
+async def upload(
+    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+) -> JSONResponse:
+    """Upload a file: streamed to a staging file, then renamed into place.
+
+    `If-None-Match: *` creates only (412 if the name exists). A body over the limit
+    is refused with 413 and leaves nothing behind.
+    """
+    sp = _space(services, user, space, request, "upload", path)
+    limit = services.settings.max_upload_bytes
+    _check_declared_length(request, limit)
+    exclusive = request.headers.get("if-none-match", "").strip() == "*"
+    writer = await anyio.to_thread.run_sync(
+        lambda: sp.writer(path, exclusive=exclusive)
+    )
+    meta, created = await _receive(request, writer, limit)
+    request.state.bytes_in = meta.size
+    body = meta_out(meta).model_dump()
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+@router.post("/spaces/{space}/dirs/{path:path}", response_model=FileMetaOut,
+             status_code=201)
+def make_folder(
+    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+) -> FileMetaOut:
+    """Create a folder (and missing parents)."""
+    sp = _space(services, user, space, request, "mkdir", path)
+    return meta_out(sp.mkdir(path))
+
+
+@router.delete("/spaces/{space}/files/{path:path}", status_code=204,
+               response_class=Response)
+def delete(
+    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+) -> Response:
+    """Delete a file or an empty folder."""
+    sp = _space(services, user, space, request, "delete", path)
+    sp.delete(path)
+    return Response(status_code=204)
+
+
+@router.post("/spaces/{space}/move", response_model=FileMetaOut)
+def move(
+    space: str, body: MoveIn, request: Request, user: CurrentUser,
+    services: ServicesDep,
+) -> FileMetaOut:
+    """Move or rename a file or folder; refuses to replace unless `overwrite`."""
+    sp = _space(services, user, space, request, "move", body.from_)
+    return meta_out(sp.move(body.from_, body.to, overwrite=body.overwrite))
+
+
+def _space(
+    services: Services, user: CurrentUser, name: str, request: Request, op: str,
+    rel_path: str,
+) -> Space:
+    # Recorded for the access log line; rel_path is the user's own text.
+    request.state.space = name
+    request.state.op = op
+    request.state.rel_path = rel_path
+    return services.spaces.get(user, name)
+
+
+def _check_declared_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise PathError("upload", "", "Content-Length is not a number")
+    if int(declared) > limit:
+        raise LimitExceededError(
+            f"upload refused: {int(declared)} bytes is over the {limit}-byte limit; "
+            "raise max_upload_bytes or split the file"
+        )
+
+
+async def _receive(
+    request: Request, writer: SpaceWriter, limit: int
+) -> tuple[FileMeta, bool]:
+    """Stream the body into `writer`; abort on any failure, commit at the end."""
+    batch = bytearray()
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise LimitExceededError(
+                    f"upload refused: the body is over the {limit}-byte limit; "
+                    "raise max_upload_bytes or split the file"
+                )
+            batch += chunk
+            if len(batch) >= WRITE_BATCH_BYTES:
+                await anyio.to_thread.run_sync(writer.write, bytes(batch))
+                batch.clear()
+        if batch:
+            await anyio.to_thread.run_sync(writer.write, bytes(batch))
+        return await anyio.to_thread.run_sync(writer.commit)
+    except BaseException:
+        await anyio.to_thread.run_sync(writer.abort)
+        raise

@@ -1,0 +1,97 @@
+"""Two thin ASGI layers: a strict check of the raw request path, and the access log."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from strongroom.api.problems import problem_response
+
+__all__ = ["AccessLogMiddleware", "RawPathMiddleware"]
+
+access_log = logging.getLogger("strongroom.access")
+
+
+class RawPathMiddleware:
+    """Refuse a request whose path does not percent-decode to valid UTF-8.
+
+    Starlette decodes with replacement characters, which would turn an overlong
+    `%c0%ae` into U+FFFD and hide that the client sent an invalid sequence; we look
+    at the raw bytes instead and answer 400, before any route sees the path.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+            try:
+                unquote_to_bytes(raw.split(b"?", 1)[0]).decode("utf-8")
+            except UnicodeDecodeError:
+                response = problem_response(
+                    400, "invalid_path", "the request path is not valid UTF-8 "
+                    "once percent-decoded"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class AccessLogMiddleware:
+    """Write one structured line per request; never the query string or headers.
+
+    The line names the route's operation, space and root-relative path (recorded by
+    the route in `request.state`), the user id, status, bytes and duration. Query
+    strings are left out because clients sometimes put secrets there.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = secrets.token_hex(8)
+        seen = {"status": 500, "bytes_out": 0}
+
+        async def record(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                seen["bytes_out"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            _log_request(scope, state, seen, time.perf_counter() - started)
+
+
+def _log_request(
+    scope: Scope, state: dict[str, Any], seen: dict[str, int], seconds: float
+) -> None:
+    route = scope.get("route")
+    fields = {
+        "request_id": state.get("request_id"),
+        "method": scope.get("method"),
+        "route": getattr(route, "path", None),
+        "op": state.get("op"),
+        "space": state.get("space"),
+        "rel_path": state.get("rel_path"),
+        "user_id": state.get("user_id"),
+        "status": seen["status"],
+        "bytes_in": state.get("bytes_in", 0),
+        "bytes_out": seen["bytes_out"],
+        "ms": round(seconds * 1000, 2),
+    }
+    level = logging.WARNING if seen["status"] >= 500 else logging.INFO
+    access_log.log(level, "request", extra=fields)

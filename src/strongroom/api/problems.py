@@ -1,0 +1,146 @@
+"""The one table that turns errors into RFC 9457 `application/problem+json` answers.
+
+Nothing else in the product picks an HTTP status for an error. Each answer carries a
+stable `code` that clients can branch on and a `detail` that says what was wrong in
+terms of the user's own path; host paths, tracebacks and SQL never reach a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from strongroom import errors
+
+__all__ = ["PROBLEM_TYPE", "install_problem_handlers", "problem_response"]
+
+PROBLEM_TYPE = "application/problem+json"
+
+log = logging.getLogger("strongroom.api")
+
+# (status, code) per error class; the most specific class wins (MRO order).
+_TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
+    errors.InvalidPathError: (400, "invalid_path"),
+    errors.PathEscapeError: (403, "path_escape"),
+    errors.SymlinkRefusedError: (403, "symlink_refused"),
+    errors.HardlinkRefusedError: (403, "hardlink_refused"),
+    errors.NotRegularFileError: (403, "not_regular_file"),
+    errors.CrossDeviceError: (403, "cross_device"),
+    errors.AccessDeniedError: (403, "access_denied"),
+    errors.ResolveRetryError: (403, "resolve_race"),
+    errors.PathNotFoundError: (404, "not_found"),
+    errors.PathExistsError: (409, "exists"),
+    errors.IsADirectoryPathError: (409, "is_a_directory"),
+    errors.NotADirectoryPathError: (409, "not_a_directory"),
+    errors.DirectoryNotEmptyError: (409, "directory_not_empty"),
+    errors.PathError: (400, "path_refused"),
+    errors.SpaceNotFoundError: (404, "space_not_found"),
+    errors.UserExistsError: (409, "user_exists"),
+    errors.UserNotFoundError: (404, "user_not_found"),
+    errors.PasswordPolicyError: (400, "password_policy"),
+    errors.AuthError: (401, "unauthorized"),
+    errors.PermissionDeniedError: (403, "forbidden"),
+    errors.LimitExceededError: (413, "too_large"),
+    errors.StorageError: (500, "storage_error"),
+    errors.ConfigError: (500, "config_error"),
+}
+
+# Statuses whose detail we may pass on from Starlette's own HTTPException.
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Build one problem+json response."""
+    body = {
+        "type": f"about:blank#{code}" if code else "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "code": code,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_TYPE)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the handlers that make every error a problem+json answer."""
+    app.add_exception_handler(errors.StrongroomError, _strongroom_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def status_of(exc: errors.StrongroomError) -> tuple[int, str]:
+    """Return (status, code) for an error, using the most specific table row."""
+    for cls in type(exc).__mro__:
+        if cls in _TABLE:
+            return _TABLE[cls]
+    return 500, "internal_error"
+
+
+async def _strongroom_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.StrongroomError)
+    status, code = status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status >= 500:
+        log.error("request_failed", exc_info=exc, extra={"code": code})
+        return problem_response(status, code, "the server could not complete this")
+    if isinstance(exc, errors.PathError):
+        log.warning(
+            "path_refused",
+            extra={"op": exc.op, "rel_path": exc.rel_path, "code": code,
+                   "reason": exc.reason},
+        )
+        return problem_response(status, code, str(exc))
+    if status == 401:
+        log.warning("auth_refused", extra={"reason": str(exc)})
+    return problem_response(status, code, str(exc), headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code)
+    headers = dict(exc.headers) if exc.headers else None
+    code = _TITLES.get(exc.status_code, "error").lower().replace(" ", "_")
+    return problem_response(exc.status_code, code, detail or "error", headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg")}
+        for e in exc.errors()[:20]
+    ]
+    detail = "; ".join(f"{p['where']}: {p['problem']}" for p in problems)
+    return problem_response(422, "invalid_request", detail, errors=problems)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("request_crashed", exc_info=exc)
+    return problem_response(500, "internal_error", "the server could not complete this")

@@ -1,0 +1,100 @@
+"""JSON shapes of the API, as the OpenAPI document shows them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from strongroom.storage.spaces import FileMeta
+
+__all__ = [
+    "EntryOut",
+    "FileMetaOut",
+    "ListOut",
+    "MoveIn",
+    "SpaceOut",
+    "TokenOut",
+    "iso_time",
+]
+
+
+class TokenOut(BaseModel):
+    """A fresh access token (OAuth2 token response, RFC 6749 section 5.1)."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class SpaceOut(BaseModel):
+    """A space this user may use."""
+
+    name: str
+    kind: Literal["home", "directory"]
+    mode: Literal["ro", "rw"]
+
+
+class EntryOut(BaseModel):
+    """One entry of a folder listing."""
+
+    name: str
+    path: str
+    kind: str
+    size: int
+    modified: str
+
+
+class ListOut(BaseModel):
+    """A page of a folder listing; pass `next_cursor` back as `cursor`."""
+
+    space: str
+    path: str
+    entries: list[EntryOut]
+    next_cursor: str | None
+
+
+class FileMetaOut(BaseModel):
+    """Metadata of one file or folder."""
+
+    filename: str
+    path: str
+    size: int
+    kind: str
+    modified: str
+    content_type: str | None
+    etag: str
+
+
+class MoveIn(BaseModel):
+    """A move inside one space."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    from_: str = Field(alias="from", max_length=4095)
+    to: str = Field(max_length=4095)
+    overwrite: bool = False
+
+
+def iso_time(mtime_ns: int) -> str:
+    """Format a nanosecond timestamp as RFC 3339 UTC with a `Z`."""
+    when = datetime.fromtimestamp(mtime_ns / 1_000_000_000, tz=UTC)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def entry_out(meta: FileMeta) -> EntryOut:
+    """Shape a listing entry."""
+    return EntryOut(
+        name=meta.name, path=meta.path, kind=meta.kind, size=meta.size,
+        modified=iso_time(meta.mtime_ns),
+    )
+
+
+def meta_out(meta: FileMeta) -> FileMetaOut:
+    """Shape a file's metadata."""
+    return FileMetaOut(
+        filename=meta.name, path=meta.path, size=meta.size, kind=meta.kind,
+        modified=iso_time(meta.mtime_ns), content_type=meta.content_type,
+        etag=meta.etag,
+    )

@@ -1,0 +1,94 @@
+"""The services one app process holds: database, blobs, spaces, tokens, passwords."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from strongroom.auth import PasswordHasher, TokenAuthority, load_or_create_secret
+from strongroom.config import Settings
+from strongroom.errors import AuthError
+from strongroom.storage import MetadataStore, User, open_metadata_store
+from strongroom.storage.blobs import LocalBlobStore
+from strongroom.storage.home import HomeSpace
+from strongroom.storage.registry import SpaceRegistry, UserLike, open_directory_spaces
+from strongroom.storage.spaces import Space
+
+__all__ = ["Services"]
+
+log = logging.getLogger("strongroom.auth")
+
+# One message for every failed login, so the answer never tells whether the user
+# name exists.
+_LOGIN_FAILED = "wrong user name or password"
+
+
+@dataclass
+class Services:
+    """Everything a request needs, built once at start-up and shared by all."""
+
+    settings: Settings
+    meta: MetadataStore
+    blobs: LocalBlobStore
+    spaces: SpaceRegistry
+    tokens: TokenAuthority
+    passwords: PasswordHasher
+
+    @classmethod
+    def open(cls, settings: Settings, *, resolver: str = "auto") -> Services:
+        """Open the database, the blob store, every space root and the secret.
+
+        Raises `ConfigError` for a missing space directory or a weak secret and
+        `StorageError` for an unreachable database.
+        """
+        data_dir = settings.data_dir
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        meta = open_metadata_store(settings.database_url)
+        blobs = LocalBlobStore.open_dir(data_dir / "blobs", resolver=resolver)  # type: ignore[arg-type]
+
+        def home_for(user: UserLike) -> Space:
+            return HomeSpace(user.id, meta, blobs)
+
+        spaces = SpaceRegistry(
+            open_directory_spaces(settings.spaces, resolver=resolver), home_for
+        )
+        tokens = TokenAuthority(load_or_create_secret(data_dir))
+        return cls(settings, meta, blobs, spaces, tokens, PasswordHasher())
+
+    def login(self, user_name: str, password: str) -> tuple[str, int]:
+        """Check a password and issue an access token; return (token, expires_in).
+
+        Raises `AuthError` with one message for every failure.
+        """
+        user = self.meta.get_user_by_name(user_name)
+        stored = user.password_hash if user is not None and user.active else None
+        check = self.passwords.verify(stored, password)
+        if user is None or not check.ok:
+            log.warning("login_failed", extra={"reason": "bad_credentials"})
+            raise AuthError(_LOGIN_FAILED)
+        if check.needs_rehash:
+            new_hash = self.passwords.hash(password)
+            self.meta.set_password(user.id, new_hash, revoke_tokens=False)
+        token = self.tokens.issue_access_token(user.id, self.settings.token_ttl_seconds)
+        log.info("login", extra={"user_id": user.id})
+        return token.value, token.expires_in
+
+    def authenticate(self, token: str) -> User:
+        """Return the active user a bearer token names; raise `AuthError` if none.
+
+        One indexed lookup by id per request: a removed or deactivated user, or a
+        token issued before the user's last password change, is refused at once.
+        """
+        claims = self.tokens.verify_access_token(token)
+        user = self.meta.get_user_by_id(claims.user_id)
+        if user is None or not user.active:
+            raise AuthError("bearer token refused: the user no longer exists")
+        if claims.is_revoked_by(user.tokens_valid_after):
+            raise AuthError("bearer token refused: it was revoked")
+        return user
+
+    def close(self) -> None:
+        """Release every root and connection."""
+        self.spaces.close()
+        self.blobs.close()
+        self.meta.close()

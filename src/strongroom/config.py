@@ -1,0 +1,386 @@
+"""The one typed settings object, read once at start-up.
+
+Settings come from three layers, each overriding the one before it:
+
+1. a TOML file, named by `--config FILE` or the `STRONGROOM_CONFIG` variable;
+2. `STRONGROOM_*` environment variables, for the scalar settings only (the list of
+   spaces lives in the file, never in a variable);
+3. explicit overrides from the command line (`serve --host/--port`).
+
+Every key, with its default:
+
+    data_dir = "data"                      # relative: against the current directory
+    database_url = "sqlite:///<data_dir>/strongroom.db"
+    token_ttl_seconds = 900
+    max_upload_bytes = 10737418240
+    host = "127.0.0.1"
+    port = 8000
+    log_format = "text"                    # text | json
+
+    [[spaces]]
+    name = "docs"                          # 1-64 of a-z 0-9 - _; "home" is reserved
+    path = "/srv/docs"                     # relative: against the config file's folder
+    mode = "ro"                            # ro | rw (default ro)
+    symlinks = "deny"                      # deny | within (default deny)
+    hardlinks = "deny"                     # deny | allow (default deny)
+    users = ["*"]                          # user names, "role:admin", "role:user", "*"
+
+A bad value raises `ConfigError` naming the key, the value and what is accepted.
+Nothing here reads the environment at import time; `load_settings` does, once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from strongroom.errors import ConfigError
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "HOME_SPACE_NAME",
+    "HardlinkPolicy",
+    "LogFormat",
+    "Settings",
+    "SpaceConfig",
+    "SpaceMode",
+    "SymlinkPolicy",
+    "is_valid_user_name",
+    "load_settings",
+]
+
+CONFIG_ENV_VAR = "STRONGROOM_CONFIG"
+HOME_SPACE_NAME = "home"
+
+SpaceMode = Literal["ro", "rw"]
+SymlinkPolicy = Literal["deny", "within"]
+HardlinkPolicy = Literal["deny", "allow"]
+LogFormat = Literal["text", "json"]
+
+# A space name appears in URLs (/spaces/{space}/...), so it is a plain slug.
+_SPACE_NAME = re.compile(r"[a-z0-9_-]{1,64}")
+# User names share the space-name alphabet plus '.', and must start with a letter or
+# digit; ':' and '*' stay free for the "role:..." and "*" entries of a space.
+_USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_ROLE_ENTRIES = ("role:admin", "role:user")
+# A bearer token lives at most a week; passwords changes revoke tokens sooner.
+MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600
+
+
+def is_valid_user_name(name: str) -> bool:
+    """Return whether `name` is an acceptable user name (1-64 of a-z 0-9 . _ -)."""
+    return _USER_NAME.fullmatch(name) is not None
+
+
+def _refuse_bool(value: object) -> object:
+    # Pydantic's lax mode reads `port = true` as 1; a boolean is never a number here.
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_int", "a boolean is not a number")
+    return value
+
+
+_Int = Annotated[int, BeforeValidator(_refuse_bool)]
+
+
+class SpaceConfig(BaseModel):
+    """One admin-configured directory space (`[[spaces]]` in the file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    path: Path
+    mode: SpaceMode = "ro"
+    symlinks: SymlinkPolicy = "deny"
+    hardlinks: HardlinkPolicy = "deny"
+    users: tuple[str, ...]
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if name == HOME_SPACE_NAME:
+            raise ValueError("'home' is reserved for each user's private space")
+        if _SPACE_NAME.fullmatch(name) is None:
+            raise ValueError("use 1-64 lowercase letters, digits, '-' or '_'")
+        return name
+
+    @field_validator("path")
+    @classmethod
+    def _make_path_absolute(cls, path: Path) -> Path:
+        # load_settings has already anchored relative paths at the config file.
+        return Path(os.path.abspath(path))
+
+    @field_validator("users")
+    @classmethod
+    def _check_users(cls, users: tuple[str, ...]) -> tuple[str, ...]:
+        if not users:
+            raise ValueError("list at least one user name, 'role:admin' or '*'")
+        for entry in users:
+            if entry in ("*", *_ROLE_ENTRIES) or is_valid_user_name(entry):
+                continue
+            raise ValueError(
+                f"entry {entry!r} is neither a user name (1-64 of a-z 0-9 . _ -), "
+                "'role:admin', 'role:user' nor '*'"
+            )
+        return users
+
+
+class Settings(BaseSettings):
+    """Every setting of one Strongroom instance, validated and immutable.
+
+    Build it with `load_settings`; constructing it directly reads `STRONGROOM_*`
+    variables under the keyword arguments and raises pydantic's `ValidationError`.
+    `data_dir` and every space path are absolute once built.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="STRONGROOM_", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path("data")
+    database_url: str = Field(default="", validate_default=True, repr=False)
+    token_ttl_seconds: _Int = Field(default=900, ge=1, le=MAX_TOKEN_TTL_SECONDS)
+    max_upload_bytes: _Int = Field(default=10 * 1024**3, ge=1)
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: _Int = Field(default=8000, ge=1, le=65535)
+    log_format: LogFormat = "text"
+    spaces: tuple[SpaceConfig, ...] = ()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _make_data_dir_absolute(cls, data_dir: Path) -> Path:
+        return Path(os.path.abspath(data_dir))
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, url: str, info: ValidationInfo) -> str:
+        if url == "":
+            data_dir = info.data.get("data_dir")
+            return f"sqlite:///{data_dir}/strongroom.db" if data_dir else url
+        schemes = ("sqlite:///", "postgresql://", "postgresql+psycopg://")
+        if url.startswith(schemes) and url != "sqlite:///":
+            return url
+        raise ValueError(
+            "use sqlite:///PATH or postgresql://USER@HOST/DB (psycopg driver)"
+        )
+
+    @field_validator("spaces")
+    @classmethod
+    def _check_unique_names(
+        cls, spaces: tuple[SpaceConfig, ...]
+    ) -> tuple[SpaceConfig, ...]:
+        first_index: dict[str, int] = {}
+        for index, space in enumerate(spaces):
+            if space.name in first_index:
+                raise PydanticCustomError(
+                    "duplicate_space",
+                    "duplicate space name",
+                    {
+                        "key": f"spaces[{index}].name",
+                        "value": space.name,
+                        "accepted": "each space needs its own name; "
+                        f"spaces[{first_index[space.name]}] already uses it",
+                    },
+                )
+            first_index[space.name] = index
+        return spaces
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the layers: explicit overrides, then variables, then the file."""
+        return (
+            init_settings,
+            _ScalarEnvSource(settings_cls),
+            _FileSource(settings_cls),
+        )
+
+
+def load_settings(
+    config_file: str | None, overrides: Mapping[str, object] | None = None
+) -> Settings:
+    """Build the settings from the file, the environment and `overrides`.
+
+    `config_file` wins over `STRONGROOM_CONFIG`; with neither, only variables and
+    defaults apply. `overrides` (command-line flags) win over everything.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not TOML, a key is unknown,
+            or a value is not accepted; the message names key, value and range.
+    """
+    chosen = config_file or os.environ.get(CONFIG_ENV_VAR) or None
+    file_values = _read_config_file(Path(chosen)) if chosen else {}
+
+    arguments: dict[str, Any] = dict(overrides or {})
+    try:
+        with _file_layer(file_values):
+            return Settings(**arguments)
+    except ValidationError as exc:
+        raise ConfigError(_describe_errors(exc)) from None
+
+
+_file_values: ContextVar[Mapping[str, object]] = ContextVar("_file_values")
+
+
+@contextmanager
+def _file_layer(values: Mapping[str, object]) -> Iterator[None]:
+    # The settings class picks its sources in a classmethod, so the file's values
+    # reach `_FileSource` through a context variable, scoped to one load.
+    token = _file_values.set(values)
+    try:
+        yield
+    finally:
+        _file_values.reset(token)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The TOML file's values, as read by `load_settings`."""
+
+    def get_field_value(
+        self, field: FieldInfo, field_name: str
+    ) -> tuple[Any, str, bool]:
+        return _file_values.get({}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_values.get({}))
+
+
+class _ScalarEnvSource(EnvSettingsSource):
+    """`STRONGROOM_*` variables, for every setting except the list of spaces."""
+
+    def get_field_value(
+        self, field: FieldInfo, field_name: str
+    ) -> tuple[Any, str, bool]:
+        if field_name == "spaces":
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+def _read_config_file(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            values: dict[str, object] = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; check --config or "
+            f"{CONFIG_ENV_VAR}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} cannot be read: {exc.strerror}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid TOML: {exc}"
+        ) from None
+
+    _check_known_keys(values)
+    _anchor_space_paths(values, path.parent)
+    return values
+
+
+def _check_known_keys(values: Mapping[str, object]) -> None:
+    # Checked before pydantic sees the keys: a typo should name the key, and a
+    # key such as `_env_file` must never reach the settings class as an argument.
+    known = Settings.model_fields
+    for key in values:
+        if key not in known:
+            raise ConfigError(
+                f"{key!r} is not a setting; the settings are {', '.join(known)}"
+            )
+
+
+def _anchor_space_paths(values: dict[str, object], config_dir: Path) -> None:
+    spaces = values.get("spaces")
+    if not isinstance(spaces, list):
+        return
+    for space in spaces:
+        if isinstance(space, dict) and isinstance(space.get("path"), str):
+            space["path"] = str(config_dir.absolute() / space["path"])
+
+
+# What each scalar key accepts, for messages about values of the wrong type.
+_ACCEPTED_BY_KEY = {
+    "data_dir": "use a folder path",
+    "token_ttl_seconds": f"use a whole number of seconds, 1 to {MAX_TOKEN_TTL_SECONDS}",
+    "max_upload_bytes": "use a whole number of bytes, at least 1",
+    "host": "use a host name or IP address",
+    "port": "use a whole number from 1 to 65535",
+    "path": "use a folder path",
+    "users": "use a list of user names, 'role:admin', 'role:user' or '*'",
+    "spaces": "use [[spaces]] tables",
+}
+
+
+def _describe_errors(exc: ValidationError) -> str:
+    return "; ".join(_describe_error(error) for error in exc.errors())
+
+
+def _describe_error(error: ErrorDetails) -> str:
+    ctx = error.get("ctx") or {}
+    if "key" in ctx:
+        return f"{ctx['key']} = {ctx['value']!r} is not accepted; {ctx['accepted']}"
+
+    key = _format_key(error["loc"])
+    field = next((p for p in reversed(error["loc"]) if isinstance(p, str)), "")
+    if error["type"] == "missing":
+        hint = _ACCEPTED_BY_KEY.get(field, "set it")
+        return f"{key} is missing; {hint}"
+    if error["type"] == "extra_forbidden":
+        return f"{key} is not a setting; remove it or check its spelling"
+    return f"{key} = {_show_value(field, error['input'])} is not accepted; " + (
+        _accepted(error, field)
+    )
+
+
+def _accepted(error: ErrorDetails, field: str) -> str:
+    ctx = error.get("ctx") or {}
+    if error["type"] == "literal_error":
+        return f"use {ctx['expected']}"
+    if error["type"] == "value_error":
+        return str(ctx["error"])
+    return _ACCEPTED_BY_KEY.get(field, error["msg"].lower())
+
+
+def _format_key(loc: tuple[int | str, ...]) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return key.lstrip(".")
+
+
+def _show_value(field: str, value: object) -> str:
+    # A database URL may carry a password; it must not reach a terminal or a log.
+    if field == "database_url" and isinstance(value, str):
+        value = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", value)
+    shown = repr(value)
+    return shown if len(shown) <= 120 else shown[:117] + "..."

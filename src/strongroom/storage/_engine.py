@@ -1,0 +1,92 @@
+"""Engine set-up for the two supported databases: SQLite and PostgreSQL.
+
+SQLite needs three things that its driver does not do by itself:
+
+- WAL journaling, so readers never wait for the writer;
+- `foreign_keys=ON` and a `busy_timeout`, on every new connection;
+- `BEGIN IMMEDIATE` for write transactions. Python's sqlite3 module starts a
+  transaction lazily, as a reader; when two such transactions both try to write,
+  SQLite refuses one of them at once with "database is locked" instead of letting
+  it wait. Taking the write lock at BEGIN makes writers queue on `busy_timeout`.
+
+Reads run without a transaction on both databases (autocommit): the per-request
+user lookup is one SELECT, and a BEGIN/ROLLBACK pair around it would triple its
+round trips on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from strongroom.errors import ConfigError
+
+__all__ = ["WRITE_OPTION", "create_store_engine", "read_options"]
+
+# How long a SQLite writer waits for the write lock before giving up; a write
+# transaction here lasts milliseconds, so five seconds means real trouble.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# Execution option that marks a connection as about to write (see `_begin_sqlite`).
+WRITE_OPTION = "strongroom_write"
+_READ_OPTION = "strongroom_read"
+
+
+def create_store_engine(database_url: str) -> Engine:
+    """Create an engine for a `sqlite:///` or `postgresql://` URL.
+
+    Raises:
+        ConfigError: the URL names another database or cannot be parsed.
+    """
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError("database_url cannot be parsed as a database URL") from None
+
+    if url.get_backend_name() == "sqlite" and url.database:
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _prepare_sqlite_connection)
+        event.listen(engine, "begin", _begin_sqlite)
+        return engine
+    if url.get_backend_name() == "postgresql":
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return create_engine(url)
+    raise ConfigError(
+        f"database_url uses {url.drivername!r}; use sqlite:///PATH or "
+        "postgresql://USER@HOST/DB"
+    )
+
+
+def read_options(engine: Engine) -> Mapping[str, object]:
+    """Return the execution options that make a connection read in autocommit."""
+    if engine.dialect.name == "sqlite":
+        return {_READ_OPTION: True}
+    return {"isolation_level": "AUTOCOMMIT"}
+
+
+def _prepare_sqlite_connection(
+    dbapi_connection: sqlite3.Connection, connection_record: ConnectionPoolEntry
+) -> None:
+    # Leave BEGIN to `_begin_sqlite`; the driver's own would start a reader.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    options = connection.get_execution_options()
+    if options.get(_READ_OPTION):
+        return
+    if options.get(WRITE_OPTION):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")

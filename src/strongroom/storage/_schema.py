@@ -1,0 +1,119 @@
+"""The metadata tables, in SQLAlchemy Core.
+
+Path columns hold normalised root-relative keys ("a/b/c.txt"; "" is the top of a
+home space). Each row also stores its `parent` key and its last component `name`,
+so that listing one directory is a range scan on (owner_id, parent, name) instead
+of a pattern match over every path of the user.
+
+Ordering is by code point everywhere: SQLite's default BINARY collation compares
+UTF-8 bytes, and on PostgreSQL the path columns use the "C" collation for the same
+order. Listing cursors and subtree ranges (`rel_path >= 'a/' AND < 'a0'`, since
+'0' follows '/') depend on that order being the same on both databases and in
+Python.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+__all__ = ["dirs", "files", "metadata", "users"]
+
+
+class _UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on both databases (SQLite keeps no zone itself)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps given to the metadata store must be aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        # psycopg answers in the session's zone (a ZoneInfo); give UTC everywhere.
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+_PATH = Text().with_variant(Text(collation="C"), "postgresql")
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", String(512), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created", _UTCDateTime, nullable=False),
+    Column("tokens_valid_after", _UTCDateTime, nullable=False),
+    CheckConstraint("role IN ('user', 'admin')", name="users_role"),
+    # Ids are token subjects: SQLite must never hand a deleted user's id to a new
+    # user, which plain INTEGER PRIMARY KEY does after the highest id is deleted.
+    sqlite_autoincrement=True,
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("owner_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("rel_path", _PATH, nullable=False),
+    Column("parent", _PATH, nullable=False),
+    Column("name", _PATH, nullable=False),
+    Column("blob_id", String(32), nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("content_type", String(255), nullable=False),
+    Column("created", _UTCDateTime, nullable=False),
+    Column("modified", _UTCDateTime, nullable=False),
+    UniqueConstraint("owner_id", "rel_path", name="files_owner_path"),
+    Index("files_listing", "owner_id", "parent", "name"),
+    sqlite_autoincrement=True,
+)
+
+dirs = Table(
+    "dirs",
+    metadata,
+    Column(
+        "owner_id",
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("rel_path", _PATH, primary_key=True),
+    Column("parent", _PATH, nullable=False),
+    Column("name", _PATH, nullable=False),
+    Column("created", _UTCDateTime, nullable=False),
+    Index("dirs_listing", "owner_id", "parent", "name"),
+)

@@ -1,0 +1,274 @@
+"""Blob storage: the contents of home-space files, under random names.
+
+A blob id is 32 random hex digits (128 bits, from `secrets`), so ids cannot be
+guessed and never collide in practice; a blob is written once and never changed.
+On disk a blob lives at "ab/cd/<id>" (the first two pairs of its digits), which
+keeps every directory small: 65,536 shard folders hold millions of blobs with a
+few dozen entries each.
+
+Blobs are reached only through a `strongroom.confine.Root` opened on the blob
+directory, with symlinks and hard links refused, so a blob id that somehow holds
+a path can still not leave that directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Protocol, Self
+
+from strongroom.confine import AtomicWriter, ReadHandle, Root
+from strongroom.errors import (
+    LimitExceededError,
+    PathError,
+    PathNotFoundError,
+    StorageError,
+)
+
+__all__ = [
+    "BlobInfo",
+    "BlobStore",
+    "BlobWriter",
+    "LocalBlobStore",
+    "LocalBlobWriter",
+    "new_blob_id",
+]
+
+_BLOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_blob_id() -> str:
+    """Return a fresh random blob id (32 lowercase hex digits)."""
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """What a finished blob write produced: its id, size and SHA-256 (hex)."""
+
+    blob_id: str
+    size: int
+    sha256: str
+
+
+class BlobWriter(Protocol):
+    """A blob being written; nothing is stored under its id before `commit`."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append `data`; raise LimitExceededError past the writer's limit."""
+
+    def commit(self) -> BlobInfo:
+        """Store the blob durably and return its id, size and hash."""
+
+    def abort(self) -> None:
+        """Discard what was written (idempotent; a no-op after `commit`)."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Where home-space file contents live, addressed by blob id."""
+
+    def create_blob(self, *, max_bytes: int | None = None) -> BlobWriter:
+        """Start writing a new blob under a fresh id."""
+
+    def open_blob(self, blob_id: str) -> ReadHandle:
+        """Open a blob for reading."""
+
+    def delete_blob(self, blob_id: str) -> None:
+        """Delete a blob; deleting a missing blob is not an error."""
+
+
+class LocalBlobStore:
+    """A `BlobStore` in a local directory, reached through a confined root.
+
+    Thread-safe: writers, handles and deletes are independent of each other.
+    Errors: a failure of the file system raises StorageError (never a host path
+    in its message); `open_blob` raises PathNotFoundError when the blob is gone,
+    which happens when its file was replaced or deleted after the caller read
+    the row: re-read the row and try again.
+    """
+
+    def __init__(self, root: Root) -> None:
+        self._root = root
+
+    @classmethod
+    def open_dir(
+        cls,
+        host_path: str | os.PathLike[str],
+        *,
+        resolver: Literal["auto", "openat2", "walk"] = "auto",
+    ) -> LocalBlobStore:
+        """Create the directory if missing (mode 0700) and open a store on it.
+
+        Raises:
+            ConfigError: the path exists but is not a directory.
+        """
+        Path(host_path).mkdir(mode=0o700, parents=True, exist_ok=True)
+        return cls(
+            Root(host_path, symlinks="deny", hardlinks="deny", resolver=resolver)
+        )
+
+    def close(self) -> None:
+        """Close the root; later calls fail."""
+        self._root.close()
+
+    def create_blob(self, *, max_bytes: int | None = None) -> LocalBlobWriter:
+        """Start writing a new blob; see `LocalBlobWriter`.
+
+        Raises:
+            StorageError: the staging file cannot be created.
+        """
+        blob_id = new_blob_id()
+        with _storage_errors(f"blob {blob_id} cannot be created"):
+            writer = self._root.open_writer(
+                _blob_key(blob_id), exclusive=True, make_parents=True
+            )
+        return LocalBlobWriter(blob_id, writer, max_bytes)
+
+    def write_blob(
+        self, chunks: Iterable[bytes], *, max_bytes: int | None = None
+    ) -> BlobInfo:
+        """Write all of `chunks` as one new blob and return its id, size and hash.
+
+        Raises:
+            LimitExceededError: the chunks add up to more than `max_bytes`.
+            StorageError: the file system failed.
+        """
+        with self.create_blob(max_bytes=max_bytes) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit()
+
+    def open_blob(self, blob_id: str) -> ReadHandle:
+        """Open a blob for reading; the handle owns its descriptor.
+
+        Raises:
+            PathNotFoundError: no blob has this id (any more).
+            StorageError: the id is malformed or the file system failed.
+        """
+        key = _blob_key(blob_id)
+        try:
+            return self._root.open_read(key)
+        except PathNotFoundError:
+            raise PathNotFoundError("read", blob_id, "the blob is gone") from None
+        except PathError as exc:
+            raise StorageError(f"blob {blob_id} cannot be read: {exc.reason}") from exc
+
+    def delete_blob(self, blob_id: str) -> None:
+        """Delete a blob; a missing blob is not an error.
+
+        Raises:
+            StorageError: the id is malformed or the file system failed.
+        """
+        key = _blob_key(blob_id)
+        try:
+            self._root.remove(key)
+        except PathNotFoundError:
+            return
+        except PathError as exc:
+            raise StorageError(
+                f"blob {blob_id} cannot be deleted: {exc.reason}"
+            ) from exc
+
+
+class LocalBlobWriter:
+    """A blob being written through the root's atomic writer.
+
+    The SHA-256 and the size are computed from the bytes as they pass, so the
+    content is never read twice. The blob becomes visible under its id only at
+    `commit` (after fsync); `abort`, or leaving a `with` block without `commit`,
+    removes the staging file.
+    """
+
+    def __init__(
+        self, blob_id: str, writer: AtomicWriter, max_bytes: int | None
+    ) -> None:
+        self.blob_id = blob_id
+        self.size = 0
+        self._writer = writer
+        self._max_bytes = max_bytes
+        self._hash = hashlib.sha256()
+        self._done = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append `data` to the blob.
+
+        Raises:
+            LimitExceededError: the blob would exceed `max_bytes`; the writer is
+                aborted and nothing is kept.
+            StorageError: the file system failed (the writer is aborted).
+        """
+        if self._max_bytes is not None and self.size + len(data) > self._max_bytes:
+            self.abort()
+            raise LimitExceededError(
+                f"upload refused: it is over the {self._max_bytes}-byte limit; "
+                "raise max_upload_bytes or send a smaller file"
+            )
+        try:
+            self._writer.write(data)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"blob {self.blob_id} cannot be written") from exc
+        self._hash.update(data)
+        self.size += len(data)
+
+    def commit(self) -> BlobInfo:
+        """Store the blob durably and return its id, size and SHA-256.
+
+        Raises:
+            StorageError: the file system failed; nothing is kept.
+        """
+        with _storage_errors(f"blob {self.blob_id} cannot be stored"):
+            self._writer.commit()
+        self._done = True
+        return BlobInfo(self.blob_id, self.size, self._hash.hexdigest())
+
+    def abort(self) -> None:
+        """Discard the staging file (idempotent; a no-op after `commit`)."""
+        if not self._done:
+            self._writer.abort()
+            self._done = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+@contextmanager
+def _storage_errors(what: str) -> Iterator[None]:
+    # Blobs are ours, not the user's: a refusal here is a storage failure.
+    try:
+        yield
+    except PathError as exc:
+        raise StorageError(f"{what}: {exc.reason}") from exc
+    except OSError as exc:
+        raise StorageError(what) from exc
+
+
+def _blob_key(blob_id: str) -> str:
+    # Ids come from our own database, yet a malformed one must not become a path.
+    if _BLOB_ID.fullmatch(blob_id) is None:
+        raise StorageError(f"blob id {blob_id[:40]!r} is malformed")
+    return f"{blob_id[:2]}/{blob_id[2:4]}/{blob_id}"

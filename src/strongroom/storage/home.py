@@ -1,0 +1,209 @@
+"""`HomeSpace`: a user's private space, as metadata rows that point at blobs.
+
+The user's path of every file is a row in the metadata store; its bytes are a blob
+with a random name. No user path ever becomes a file name on disk, so nothing a user
+sends can steer a filesystem operation; the rows are keyed by the owner's id, so no
+path or id reaches another user's files.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from strongroom.confine import ReadHandle, parse_user_path
+from strongroom.errors import (
+    InvalidPathError,
+    IsADirectoryPathError,
+    PathError,
+    PathExistsError,
+    PathNotFoundError,
+    StorageError,
+)
+from strongroom.storage.blobs import BlobStore, BlobWriter
+from strongroom.storage.metadata import MetadataStore
+from strongroom.storage.records import DirEntry, FileRow
+from strongroom.storage.spaces import (
+    FileMeta,
+    ListPage,
+    decode_cursor,
+    encode_cursor,
+    guess_content_type,
+)
+
+__all__ = ["HomeSpace"]
+
+
+class HomeSpace:
+    """One user's home: listing, reading and writing through rows and blobs.
+
+    Uploads are written to a new blob first; the row is switched to it in one
+    transaction, and only then is the old blob deleted. A crash in between leaves an
+    orphan blob (which `strongroom check` finds), never a row without its bytes.
+    """
+
+    name = "home"
+    kind: Literal["home"] = "home"
+    writable = True
+
+    def __init__(self, owner_id: int, meta: MetadataStore, blobs: BlobStore) -> None:
+        self.owner_id = owner_id
+        self._meta = meta
+        self._blobs = blobs
+
+    def list(self, rel_path: str, cursor: str | None, limit: int) -> ListPage:
+        """List a folder by name, a page at a time."""
+        key = _key("list", rel_path, top_ok=True)
+        after = decode_cursor(cursor) if cursor else None
+        page = self._meta.list_children(self.owner_id, key, after, limit)
+        prefix = f"{key}/" if key else ""
+        entries = [_entry_meta(prefix + e.name, e) for e in page.entries]
+        next_cursor = encode_cursor(page.next_cursor) if page.next_cursor else None
+        return ListPage(entries, next_cursor)
+
+    def meta(self, rel_path: str) -> FileMeta:
+        """Describe one file or folder."""
+        key = _key("stat", rel_path, top_ok=True)
+        row = self._meta.get_file(self.owner_id, key) if key else None
+        if row is not None:
+            return _file_meta(row)
+        entry = self._meta.get_entry(self.owner_id, key)
+        if entry is None:
+            raise PathNotFoundError("stat", rel_path, "no such file or folder")
+        return _entry_meta(key, entry)
+
+    def open(self, rel_path: str) -> tuple[ReadHandle, FileMeta]:
+        """Open a file's blob for reading."""
+        key = _key("read", rel_path)
+        row = self._meta.get_file(self.owner_id, key)
+        if row is None:
+            entry = self._meta.get_entry(self.owner_id, key)
+            if entry is not None and entry.kind == "dir":
+                raise IsADirectoryPathError("read", rel_path, "it is a folder")
+            raise PathNotFoundError("read", rel_path, "no such file")
+        try:
+            handle = self._blobs.open_blob(row.blob_id)
+        except PathError as exc:
+            raise StorageError(f"the stored bytes of file {row.id} are missing") from exc
+        return handle, _file_meta(row)
+
+    def writer(self, rel_path: str, *, exclusive: bool) -> _HomeWriter:
+        """Start an upload; it becomes visible on `commit`."""
+        key = _key("write", rel_path)
+        if exclusive and self._meta.get_file(self.owner_id, key) is not None:
+            raise PathExistsError("write", rel_path, "the name is already taken")
+        entry = self._meta.get_entry(self.owner_id, key)
+        if entry is not None and entry.kind == "dir":
+            raise IsADirectoryPathError("write", rel_path, "a folder has that name")
+        return _HomeWriter(self, key, self._blobs.create_blob(), exclusive)
+
+    def mkdir(self, rel_path: str) -> FileMeta:
+        """Create a folder and its missing parents."""
+        key = _key("mkdir", rel_path)
+        self._meta.add_dir(self.owner_id, key, parents=True)
+        return self.meta(key)
+
+    def delete(self, rel_path: str) -> None:
+        """Remove a file (and its blob) or an empty folder."""
+        key = _key("delete", rel_path)
+        try:
+            blob_id = self._meta.remove_file(self.owner_id, key)
+        except IsADirectoryPathError:
+            self._meta.remove_dir(self.owner_id, key)
+            return
+        self._blobs.delete_blob(blob_id)
+
+    def move(self, src: str, dst: str, *, overwrite: bool) -> FileMeta:
+        """Move a file or folder; replaced files' blobs are deleted afterwards."""
+        src_key, dst_key = _key("move", src), _key("move", dst)
+        for blob_id in self._meta.move(
+            self.owner_id, src_key, dst_key, overwrite=overwrite
+        ):
+            self._blobs.delete_blob(blob_id)
+        return self.meta(dst_key)
+
+    def _publish(
+        self, key: str, blob_id: str, size: int, sha256: str, exclusive: bool
+    ) -> tuple[FileMeta, bool]:
+        try:
+            result = self._meta.put_file(
+                self.owner_id, key, blob_id=blob_id, size=size, sha256=sha256,
+                content_type=guess_content_type(key), create_only=exclusive,
+            )
+        except BaseException:
+            self._blobs.delete_blob(blob_id)
+            raise
+        if result.replaced_blob_id is not None:
+            self._blobs.delete_blob(result.replaced_blob_id)
+        return _file_meta(result.file), result.created
+
+
+class _HomeWriter:
+    def __init__(
+        self, home: HomeSpace, key: str, blob: BlobWriter, exclusive: bool
+    ) -> None:
+        self._home = home
+        self._key = key
+        self._blob = blob
+        self._exclusive = exclusive
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._blob.write(data)
+        self.size += len(data)
+
+    def commit(self) -> tuple[FileMeta, bool]:
+        stored = self._blob.commit()
+        return self._home._publish(
+            self._key, stored.blob_id, stored.size, stored.sha256, self._exclusive
+        )
+
+    def abort(self) -> None:
+        self._blob.abort()
+
+
+def _key(op: str, rel_path: str, *, top_ok: bool = False) -> str:
+    """Turn a user path into the row key: the name rules, then `..` lexically.
+
+    There are no links in a home space, so `..` has only its lexical meaning here;
+    the name rules already refused any `..` that climbs above the top.
+    """
+    if top_ok and rel_path.strip("/") in ("", "."):
+        return ""
+    parts: list[str] = []
+    for part in parse_user_path(op, rel_path).parts:
+        if part == "..":
+            parts.pop()
+        else:
+            parts.append(part)
+    if not parts and not top_ok:
+        raise InvalidPathError(op, rel_path, "the path names the space itself")
+    return "/".join(parts)
+
+
+def _ns(when: datetime) -> int:
+    return int(when.timestamp() * 1_000_000_000)
+
+
+def _file_meta(row: FileRow) -> FileMeta:
+    return FileMeta(
+        name=row.name,
+        path=row.rel_path,
+        kind="file",
+        size=row.size,
+        mtime_ns=_ns(row.modified),
+        etag=f'"{row.sha256}"',
+        content_type=row.content_type,
+    )
+
+
+def _entry_meta(path: str, entry: DirEntry) -> FileMeta:
+    return FileMeta(
+        name=entry.name or path.rsplit("/", 1)[-1],
+        path=path,
+        kind=entry.kind,
+        size=entry.size,
+        mtime_ns=_ns(entry.modified),
+        etag="",
+        content_type=guess_content_type(entry.name) if entry.kind == "file" else None,
+    )

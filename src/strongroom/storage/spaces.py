@@ -1,0 +1,247 @@
+"""Spaces: what a user can list, read and write, behind one protocol.
+
+Two kinds share the protocol. A `DirectorySpace` maps user paths to real files
+through a `Root` with the space's policies. A `HomeSpace` (in `home.py`) maps them to
+rows in the metadata store and random-named blobs. The API only sees `Space`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from strongroom.confine import AtomicWriter, Entry, ReadHandle, Root
+from strongroom.errors import InvalidPathError, PermissionDeniedError
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "DirectorySpace",
+    "FileMeta",
+    "ListPage",
+    "Space",
+    "SpaceWriter",
+    "decode_cursor",
+    "encode_cursor",
+    "etag_of",
+    "guess_content_type",
+    "paginate",
+]
+
+# Entries per listing page unless the client asks otherwise, and the most it may ask
+# for: a page of 5,000 entries is a few hundred KiB of JSON.
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 5000
+
+Kind = Literal["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileMeta:
+    """Metadata of one file or folder, as the API shows it."""
+
+    name: str
+    path: str
+    kind: Kind
+    size: int
+    mtime_ns: int
+    etag: str
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of a folder listing, sorted by name; `next_cursor` is opaque."""
+
+    entries: list[FileMeta]
+    next_cursor: str | None
+
+
+class SpaceWriter(Protocol):
+    """An upload in progress: nothing is visible until `commit`."""
+
+    size: int
+
+    def write(self, data: bytes) -> None:
+        """Append a chunk."""
+
+    def commit(self) -> tuple[FileMeta, bool]:
+        """Publish the file atomically; return (metadata, created)."""
+
+    def abort(self) -> None:
+        """Discard everything written (idempotent)."""
+
+
+class Space(Protocol):
+    """The operations every space offers; paths are untrusted user paths."""
+
+    name: str
+    kind: Literal["home", "directory"]
+    writable: bool
+
+    def list(self, rel_path: str, cursor: str | None, limit: int) -> ListPage:
+        """List a folder ("." or "" is the top)."""
+
+    def meta(self, rel_path: str) -> FileMeta:
+        """Describe one file or folder."""
+
+    def open(self, rel_path: str) -> tuple[ReadHandle, FileMeta]:
+        """Open a file for reading."""
+
+    def writer(self, rel_path: str, *, exclusive: bool) -> SpaceWriter:
+        """Start an upload to `rel_path`, creating missing parent folders."""
+
+    def mkdir(self, rel_path: str) -> FileMeta:
+        """Create a folder (and missing parents)."""
+
+    def delete(self, rel_path: str) -> None:
+        """Remove a file or an empty folder."""
+
+    def move(self, src: str, dst: str, *, overwrite: bool) -> FileMeta:
+        """Move a file or folder within the space."""
+
+
+class DirectorySpace:
+    """A directory an admin exposes, served through a confined `Root`."""
+
+    kind: Literal["directory"] = "directory"
+
+    def __init__(self, name: str, root: Root, *, writable: bool) -> None:
+        self.name = name
+        self.root = root
+        self.writable = writable
+
+    def list(self, rel_path: str, cursor: str | None, limit: int) -> ListPage:
+        """List a folder, paging by name after `cursor`."""
+        entries = sorted(self.root.list_dir(rel_path or "."), key=lambda e: e.name)
+        prefix = _display_prefix(rel_path)
+        return paginate(
+            (_meta_of(prefix + e.name, e) for e in entries), cursor, limit
+        )
+
+    def meta(self, rel_path: str) -> FileMeta:
+        """Describe one file or folder (following links as the policy allows)."""
+        entry = self.root.stat(rel_path)
+        return _meta_of(rel_path.strip("/") or ".", entry)
+
+    def open(self, rel_path: str) -> tuple[ReadHandle, FileMeta]:
+        """Open a regular file; the metadata comes from the opened descriptor."""
+        handle = self.root.open_read(rel_path)
+        return handle, _meta_of(rel_path, handle.entry)
+
+    def writer(self, rel_path: str, *, exclusive: bool) -> SpaceWriter:
+        """Start an atomic upload (parents created through the root)."""
+        self._check_writable("upload to", rel_path)
+        return _DirectoryWriter(
+            rel_path, self.root.open_writer(rel_path, exclusive=exclusive,
+                                            make_parents=True)
+        )
+
+    def mkdir(self, rel_path: str) -> FileMeta:
+        """Create a folder and its missing parents."""
+        self._check_writable("create a folder in", rel_path)
+        self.root.mkdir(rel_path, parents=True)
+        return self.meta(rel_path)
+
+    def delete(self, rel_path: str) -> None:
+        """Remove a file, a link itself, or an empty folder."""
+        self._check_writable("delete in", rel_path)
+        self.root.remove(rel_path)
+
+    def move(self, src: str, dst: str, *, overwrite: bool) -> FileMeta:
+        """Move within the space; refuses to replace unless `overwrite`."""
+        self._check_writable("move in", src)
+        self.root.rename(src, dst, overwrite=overwrite)
+        return _meta_of(dst, self.root.stat(dst))
+
+    def _check_writable(self, action: str, rel_path: str) -> None:
+        if not self.writable:
+            raise PermissionDeniedError(
+                f"cannot {action} space {self.name!r}: it is read-only"
+            )
+
+
+class _DirectoryWriter:
+    def __init__(self, rel_path: str, writer: AtomicWriter) -> None:
+        self._rel_path = rel_path
+        self._writer = writer
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        self.size = self._writer.size
+
+    def commit(self) -> tuple[FileMeta, bool]:
+        entry, created = self._writer.commit()
+        return _meta_of(self._rel_path, entry), created
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
+def paginate(metas: Iterable[FileMeta], cursor: str | None, limit: int) -> ListPage:
+    """Return the page of name-sorted `metas` that follows `cursor`."""
+    after = decode_cursor(cursor) if cursor else None
+    page: list[FileMeta] = []
+    for meta in metas:
+        if after is not None and meta.name <= after:
+            continue
+        if len(page) == limit:
+            return ListPage(page, encode_cursor(page[-1].name))
+        page.append(meta)
+    return ListPage(page, None)
+
+
+def encode_cursor(name: str) -> str:
+    """Encode the last name of a page as an opaque cursor."""
+    raw = name.encode("utf-8", "surrogateescape")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """Decode a cursor made by `encode_cursor`; raise `InvalidPathError` if bad."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return raw.decode("utf-8", "surrogateescape")
+    except (binascii.Error, ValueError):
+        raise InvalidPathError("list", cursor[:64], "the cursor is not valid") from None
+
+
+def etag_of(entry: Entry) -> str:
+    """Return a validator that changes whenever the file is replaced or written."""
+    return f'"{entry.ino:x}-{entry.size:x}-{entry.mtime_ns:x}"'
+
+
+def guess_content_type(name: str) -> str:
+    """Return the media type for a file name, from its extension only.
+
+    Never from the content and never from what an uploader declared: the type we
+    send must not be something a client chose to make a browser run.
+    """
+    guessed, encoding = mimetypes.guess_type(name, strict=False)
+    if encoding or not guessed:
+        return "application/octet-stream"
+    return guessed
+
+
+def _meta_of(rel_path: str, entry: Entry) -> FileMeta:
+    path = rel_path.strip("/")
+    name = entry.name or path.rsplit("/", 1)[-1]
+    return FileMeta(
+        name=name,
+        path=path,
+        kind=entry.kind,
+        size=entry.size,
+        mtime_ns=entry.mtime_ns,
+        etag=etag_of(entry),
+        content_type=guess_content_type(name) if entry.kind == "file" else None,
+    )
+
+
+def _display_prefix(rel_path: str) -> str:
+    trimmed = rel_path.strip("/")
+    return "" if trimmed in ("", ".") else trimmed + "/"
