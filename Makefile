@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# `make serve` uses strongroom.toml when it exists; CONFIG=FILE names another.
+CONFIG ?= $(wildcard strongroom.toml)
 
 .PHONY: serve test lint bench clean
 
@@ -20,7 +22,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 serve: $(STAMP)
-	$(BIN)/strongroom serve
+	$(BIN)/strongroom $(if $(CONFIG),--config $(CONFIG)) serve
 
 test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench

@@ -1,3 +1,3 @@
-"""Strongroom: a self-hostable file service that keeps every request inside its space."""
+"""Strongroom: a self-hostable file service that keeps each request inside its space."""
 
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ Every key, with its default:
     host = "127.0.0.1"
     port = 8000
     log_format = "text"                    # text | json
+    resolver = "auto"                      # auto | openat2 | walk (forces fallback)
 
     [[spaces]]
     name = "docs"                          # 1-64 of a-z 0-9 - _; "home" is reserved
@@ -80,6 +81,9 @@ SpaceMode = Literal["ro", "rw"]
 SymlinkPolicy = Literal["deny", "within"]
 HardlinkPolicy = Literal["deny", "allow"]
 LogFormat = Literal["text", "json"]
+# How confined roots resolve paths: openat2 when the kernel has it ("auto"), or the
+# component walk forced ("walk"), e.g. to test the fallback on a new kernel.
+Resolver = Literal["auto", "openat2", "walk"]
 
 # A space name appears in URLs (/spaces/{space}/...), so it is a plain slug.
 _SPACE_NAME = re.compile(r"[a-z0-9_-]{1,64}")
@@ -167,6 +171,7 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: _Int = Field(default=8000, ge=1, le=65535)
     log_format: LogFormat = "text"
+    resolver: Resolver = "auto"
     spaces: tuple[SpaceConfig, ...] = ()
 
     @field_validator("data_dir")

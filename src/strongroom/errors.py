@@ -28,6 +28,7 @@ nothing else maps errors to status codes.
     │   ├── UserExistsError        the user name is taken (409)
     │   ├── UserNotFoundError      no user by that name or id (404)
     │   └── PasswordPolicyError    a new password breaks the length rules (400)
+    ├── PreconditionFailedError    a conditional request's condition is false (412)
     ├── LimitExceededError         a size limit was crossed (413)
     └── ConfigError                a setting is wrong; start-up stops
 """
@@ -52,6 +53,7 @@ __all__ = [
     "PathExistsError",
     "PathNotFoundError",
     "PermissionDeniedError",
+    "PreconditionFailedError",
     "ResolveRetryError",
     "SpaceNotFoundError",
     "StorageError",
@@ -164,6 +166,10 @@ class UserNotFoundError(UserError):
 
 class PasswordPolicyError(UserError):
     """A new password is empty, too short or longer than the hashing cap."""
+
+
+class PreconditionFailedError(StrongroomError):
+    """A conditional request (such as `If-None-Match: *`) found its condition false."""
 
 
 class LimitExceededError(StrongroomError):

@@ -12,21 +12,21 @@ from strongroom.api import auth_routes, files
 from strongroom.api.middleware import AccessLogMiddleware, RawPathMiddleware
 from strongroom.api.problems import install_problem_handlers
 from strongroom.api.services import Services
-from strongroom.config import Settings
+from strongroom.config import Settings, load_settings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_app_from_environment"]
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings, *, resolver: str = "auto") -> FastAPI:
+def create_app(settings: Settings) -> FastAPI:
     """Open every service the app needs and return the app.
 
     Start-up problems (a missing space directory, a weak signing secret, an
     unreachable database) raise `ConfigError` here, before any request is served.
-    `resolver="walk"` forces the component-walk fallback for every space.
+    The `resolver` setting ("walk") forces the component-walk fallback everywhere.
     """
-    services = Services.open(settings, resolver=resolver)
+    services = Services.open(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,3 +54,12 @@ def create_app(settings: Settings, *, resolver: str = "auto") -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Build the app from `STRONGROOM_CONFIG` and `STRONGROOM_*` variables.
+
+    An ASGI factory for servers started by hand, e.g.
+    `uvicorn --factory strongroom.api.app:create_app_from_environment`.
+    """
+    return create_app(load_settings(None))

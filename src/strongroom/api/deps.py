@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from strongroom.api.services import Services
 from strongroom.errors import AuthError
-from strongroom.storage.metadata import User
+from strongroom.storage import User
 
 __all__ = ["CurrentUser", "Services", "current_user", "get_services"]
 

@@ -1,4 +1,4 @@
-"""Serve an already-open file: validators, conditional requests, one Range, safe headers.
+"""Serve an open file: validators, conditional requests, one Range, safe headers.
 
 The file arrives as an open descriptor from the confined root or the blob store, so
 nothing here ever names a path on disk. The body is read in chunks with pread: small
@@ -21,7 +21,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from strongroom.confine import ReadHandle
-from strongroom.storage.spaces import guess_content_type
 
 __all__ = [
     "FileInfo",

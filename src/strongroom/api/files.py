@@ -18,7 +18,11 @@ from strongroom.api.schemas import (
     entry_out,
     meta_out,
 )
-from strongroom.errors import LimitExceededError, PathError
+from strongroom.errors import (
+    LimitExceededError,
+    PathExistsError,
+    PreconditionFailedError,
+)
 from strongroom.storage.spaces import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -125,10 +129,17 @@ async def upload(
     limit = services.settings.max_upload_bytes
     _check_declared_length(request, limit)
     exclusive = request.headers.get("if-none-match", "").strip() == "*"
-    writer = await anyio.to_thread.run_sync(
-        lambda: sp.writer(path, exclusive=exclusive)
-    )
-    meta, created = await _receive(request, writer, limit)
+    try:
+        writer = await anyio.to_thread.run_sync(
+            lambda: sp.writer(path, exclusive=exclusive)
+        )
+        meta, created = await _receive(request, writer, limit)
+    except PathExistsError as exc:
+        if not exclusive:
+            raise
+        raise PreconditionFailedError(
+            f"{path!r} already exists and If-None-Match: * asked to create only"
+        ) from exc
     request.state.bytes_in = meta.size
     body = meta_out(meta).model_dump()
     return JSONResponse(body, status_code=201 if created else 200)
@@ -180,9 +191,8 @@ def _check_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is None:
         return
-    if not declared.isdigit():
-        raise PathError("upload", "", "Content-Length is not a number")
-    if int(declared) > limit:
+    # The HTTP server has already refused a malformed Content-Length.
+    if declared.isdigit() and int(declared) > limit:
         raise LimitExceededError(
             f"upload refused: {int(declared)} bytes is over the {limit}-byte limit; "
             "raise max_upload_bytes or split the file"

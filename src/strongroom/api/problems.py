@@ -45,6 +45,7 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.PasswordPolicyError: (400, "password_policy"),
     errors.AuthError: (401, "unauthorized"),
     errors.PermissionDeniedError: (403, "forbidden"),
+    errors.PreconditionFailedError: (412, "precondition_failed"),
     errors.LimitExceededError: (413, "too_large"),
     errors.StorageError: (500, "storage_error"),
     errors.ConfigError: (500, "config_error"),
@@ -85,7 +86,9 @@ def problem_response(
         "detail": detail,
         **extra,
     }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_TYPE)
+    return JSONResponse(
+        body, status_code=status, headers=headers, media_type=PROBLEM_TYPE
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -24,7 +24,7 @@ class TokenOut(BaseModel):
     """A fresh access token (OAuth2 token response, RFC 6749 section 5.1)."""
 
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme name)
     expires_in: int
 
 

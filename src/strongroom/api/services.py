@@ -35,16 +35,16 @@ class Services:
     passwords: PasswordHasher
 
     @classmethod
-    def open(cls, settings: Settings, *, resolver: str = "auto") -> Services:
+    def open(cls, settings: Settings) -> Services:
         """Open the database, the blob store, every space root and the secret.
 
         Raises `ConfigError` for a missing space directory or a weak secret and
         `StorageError` for an unreachable database.
         """
-        data_dir = settings.data_dir
+        data_dir, resolver = settings.data_dir, settings.resolver
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         meta = open_metadata_store(settings.database_url)
-        blobs = LocalBlobStore.open_dir(data_dir / "blobs", resolver=resolver)  # type: ignore[arg-type]
+        blobs = LocalBlobStore.open_dir(data_dir / "blobs", resolver=resolver)
 
         def home_for(user: UserLike) -> Space:
             return HomeSpace(user.id, meta, blobs)

@@ -33,6 +33,7 @@ from strongroom.errors import (
 )
 
 __all__ = [
+    "BLOBS_DIR_NAME",
     "BlobInfo",
     "BlobStore",
     "BlobWriter",
@@ -40,6 +41,9 @@ __all__ = [
     "LocalBlobWriter",
     "new_blob_id",
 ]
+
+# The blob folder inside data_dir, shared by the API and the CLI.
+BLOBS_DIR_NAME = "blobs"
 
 _BLOB_ID = re.compile(r"[0-9a-f]{32}")
 

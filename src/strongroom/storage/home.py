@@ -84,7 +84,8 @@ class HomeSpace:
         try:
             handle = self._blobs.open_blob(row.blob_id)
         except PathError as exc:
-            raise StorageError(f"the stored bytes of file {row.id} are missing") from exc
+            reason = f"the stored bytes of file {row.id} are missing"
+            raise StorageError(reason) from exc
         return handle, _file_meta(row)
 
     def writer(self, rel_path: str, *, exclusive: bool) -> _HomeWriter:

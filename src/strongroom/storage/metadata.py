@@ -76,14 +76,18 @@ MAX_KEY_BYTES = 2048
 Kind = Literal["file", "dir"]
 
 
-def open_metadata_store(database_url: str) -> MetadataStore:
+def open_metadata_store(
+    database_url: str, *, now: Callable[[], datetime] | None = None
+) -> MetadataStore:
     """Connect to the database at `database_url` and create missing tables.
+
+    `now` replaces the clock that stamps rows (for tests).
 
     Raises:
         ConfigError: the URL is not a sqlite:/// or postgresql:// URL.
         StorageError: the database cannot be reached or the tables not created.
     """
-    store = MetadataStore(create_store_engine(database_url))
+    store = MetadataStore(create_store_engine(database_url), now=now)
     store.create_tables()
     return store
 

@@ -37,7 +37,9 @@ __all__ = [
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
 
-Kind = Literal["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"]
+Kind = Literal[
+    "file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +82,11 @@ class Space(Protocol):
     """The operations every space offers; paths are untrusted user paths."""
 
     name: str
-    kind: Literal["home", "directory"]
     writable: bool
+
+    @property
+    def kind(self) -> Literal["home", "directory"]:
+        """Which kind of space this is."""
 
     def list(self, rel_path: str, cursor: str | None, limit: int) -> ListPage:
         """List a folder ("." or "" is the top)."""

@@ -1,0 +1,299 @@
+"""The `strongroom` command: run the service and manage its users.
+
+    strongroom [--config FILE] serve [--host H] [--port P]
+    strongroom [--config FILE] user add NAME [--admin] [--password-stdin]
+    strongroom [--config FILE] user list
+    strongroom [--config FILE] user passwd NAME [--password-stdin]
+    strongroom [--config FILE] user remove NAME
+
+`--config` may also follow the command (`strongroom user list --config FILE`).
+Exit codes: 0 success, 1 a usage or user error (bad name, unknown user, passwords
+that differ), 2 a configuration error (a bad setting, an unusable data folder or
+signing secret). Messages go to stderr; results and the first admin's password to
+stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from strongroom.auth.passwords import MAX_PASSWORD_BYTES, PasswordHasher
+from strongroom.auth.tokens import load_or_create_secret
+from strongroom.config import Settings, is_valid_user_name, load_settings
+from strongroom.errors import (
+    ConfigError,
+    StrongroomError,
+    UserExistsError,
+    UserNotFoundError,
+)
+from strongroom.logging import configure_logging
+from strongroom.storage import MetadataStore, Role, User, open_metadata_store
+from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
+
+__all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "EXIT_USER_ERROR", "main"]
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+
+FIRST_ADMIN_NAME = "admin"
+
+log = logging.getLogger("strongroom.cli")
+
+
+class _InputError(Exception):
+    """The person at the terminal gave something we cannot use."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code (the `strongroom` entry point)."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
+
+    overrides = {
+        key: value
+        for key, value in (("host", args.host), ("port", args.port))
+        if value is not None
+    }
+    try:
+        settings = load_settings(args.config, overrides)
+        configure_logging(settings.log_format, level=args.log_level)
+        command: Callable[[argparse.Namespace, Settings], int] = args.command
+        return command(args, settings)
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG_ERROR, f"configuration error: {exc}")
+    except (_InputError, StrongroomError) as exc:
+        return _fail(EXIT_USER_ERROR, str(exc))
+    except KeyboardInterrupt:
+        return _fail(EXIT_USER_ERROR, "interrupted")
+    except Exception:
+        # The one place a CLI failure is logged; the traceback goes to the log.
+        log.exception("cli_command_failed")
+        return _fail(EXIT_USER_ERROR, "the command failed; see the error above")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Create the first admin if there are no users, then run the API."""
+    store = _open_store(settings)
+    try:
+        _create_first_admin(store)
+    finally:
+        store.close()
+    load_or_create_secret(settings.data_dir)
+
+    import uvicorn
+
+    from strongroom.api.app import create_app  # the web layer loads only here
+
+    app = create_app(settings)
+    log.info("server_starting", extra={"host": settings.host, "port": settings.port})
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our handler, our format, our redaction
+        access_log=False,  # the app logs one line per request itself
+    )
+    return EXIT_OK
+
+
+def _user_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Create a user with a password from stdin or the terminal."""
+    _check_user_name(args.name)
+    password = _read_new_password(args.password_stdin)
+    password_hash = PasswordHasher().hash(password)
+    role: Role = "admin" if args.admin else "user"
+
+    store = _open_store(settings)
+    try:
+        user = store.add_user(args.name, password_hash, role=role)
+    finally:
+        store.close()
+    print(f"created user {user.name!r} (id {user.id}, role {user.role})")
+    return EXIT_OK
+
+
+def _user_list(args: argparse.Namespace, settings: Settings) -> int:
+    """Print every user, one per line."""
+    store = _open_store(settings)
+    try:
+        users = store.list_users()
+    finally:
+        store.close()
+
+    if not users:
+        print("no users yet; add one with: strongroom user add NAME")
+        return EXIT_OK
+    width = max(len("name"), *(len(user.name) for user in users))
+    print(f"{'id':>6}  {'name':<{width}}  {'role':<5}  {'active':<6}  created")
+    for user in users:
+        print(_user_line(user, width))
+    return EXIT_OK
+
+
+def _user_passwd(args: argparse.Namespace, settings: Settings) -> int:
+    """Set a new password; tokens issued before it stop working."""
+    store = _open_store(settings)
+    try:
+        user = _find_user(store, args.name)
+        password = _read_new_password(args.password_stdin)
+        store.set_password(user.id, PasswordHasher().hash(password))
+    finally:
+        store.close()
+    print(f"password changed for {user.name!r}; their older tokens are refused")
+    return EXIT_OK
+
+
+def _user_remove(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete a user with every file of their home space."""
+    store = _open_store(settings)
+    try:
+        user = _find_user(store, args.name)
+        blob_ids = store.remove_user(user.id)
+    finally:
+        store.close()
+
+    if blob_ids:
+        blobs = LocalBlobStore.open_dir(settings.data_dir / BLOBS_DIR_NAME)
+        try:
+            for blob_id in blob_ids:
+                blobs.delete_blob(blob_id)
+        finally:
+            blobs.close()
+    print(f"removed user {user.name!r} and {len(blob_ids)} files of their home")
+    return EXIT_OK
+
+
+def _create_first_admin(store: MetadataStore) -> None:
+    if store.has_users():
+        return
+    password = secrets.token_urlsafe(18)
+    try:
+        store.add_user(FIRST_ADMIN_NAME, PasswordHasher().hash(password), role="admin")
+    except UserExistsError:
+        return  # another process started at the same moment and made it
+    log.info("first_admin_created", extra={"user": FIRST_ADMIN_NAME})
+    print(
+        f"Created the first user, {FIRST_ADMIN_NAME!r} (admin), with the password:\n"
+        f"\n    {password}\n\n"
+        "It is shown only this once. Change it with: "
+        f"strongroom user passwd {FIRST_ADMIN_NAME}",
+        flush=True,
+    )
+
+
+def _open_store(settings: Settings) -> MetadataStore:
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"data_dir {str(settings.data_dir)!r} cannot be created: {exc.strerror}"
+        ) from None
+    return open_metadata_store(settings.database_url)
+
+
+def _find_user(store: MetadataStore, name: str) -> User:
+    user = store.get_user_by_name(name)
+    if user is None:
+        raise UserNotFoundError(
+            f"there is no user {name!r}; see the users with: strongroom user list"
+        )
+    return user
+
+
+def _check_user_name(name: str) -> None:
+    if not is_valid_user_name(name):
+        raise _InputError(
+            f"user name {name!r} is not accepted; use 1-64 lowercase letters, "
+            "digits, '.', '-' or '_', starting with a letter or digit"
+        )
+
+
+def _read_new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        # One line; only its line ending is removed. The read is bounded so that
+        # piping a large file in cannot fill memory; the policy refuses the rest.
+        line = sys.stdin.readline(4 * MAX_PASSWORD_BYTES + 2)
+        if not line:
+            raise _InputError("no password on standard input")
+        return line.removesuffix("\n").removesuffix("\r")
+    first = getpass.getpass("New password: ")
+    second = getpass.getpass("Repeat the new password: ")
+    if first != second:
+        raise _InputError("the two passwords differ; nothing was changed")
+    return first
+
+
+def _user_line(user: User, width: int) -> str:
+    created = user.created.strftime("%Y-%m-%d %H:%M UTC")
+    active = "yes" if user.active else "no"
+    return f"{user.id:>6}  {user.name:<{width}}  {user.role:<5}  {active:<6}  {created}"
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"strongroom: {message}", file=sys.stderr)
+    return code
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors exit with EXIT_USER_ERROR."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the problem, then exit with code 1."""
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    # --config is accepted before or after the command; the later one wins.
+    config = _Parser(add_help=False)
+    config.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML settings file (default: $STRONGROOM_CONFIG, if set)",
+    )
+    parser = _Parser(prog="strongroom", description="A confined file service.")
+    parser.add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
+    parser.set_defaults(config=None, host=None, port=None, log_level=logging.WARNING)
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[config], help="run the service")
+    serve.add_argument("--host", help="address to listen on (default from settings)")
+    serve.add_argument("--port", type=int, help="port to listen on")
+    serve.set_defaults(command=_serve, log_level=logging.INFO)
+
+    user = commands.add_parser("user", parents=[config], help="manage users")
+    actions = user.add_subparsers(title="actions", required=True, metavar="ACTION")
+    add = actions.add_parser("add", parents=[config], help="create a user")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--admin", action="store_true", help="give the admin role")
+    _add_password_stdin(add)
+    add.set_defaults(command=_user_add)
+    listing = actions.add_parser("list", parents=[config], help="list the users")
+    listing.set_defaults(command=_user_list)
+    passwd = actions.add_parser("passwd", parents=[config], help="set a password")
+    passwd.add_argument("name", metavar="NAME")
+    _add_password_stdin(passwd)
+    passwd.set_defaults(command=_user_passwd)
+    remove = actions.add_parser("remove", parents=[config], help="delete a user")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(command=_user_remove)
+    return parser
+
+
+def _add_password_stdin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
