@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from strongroom.confine import Root
 from strongroom.errors import PathError, PathNotFoundError
 
 RESOLVERS = ("openat2", "walk")
@@ -489,6 +490,62 @@ def mount_namespace_unavailable_reason() -> str | None:
     if done.returncode != 0:
         return f"`unshare -m` is not permitted here: {done.stderr.strip()}"
     return None
+
+
+# Shared by the Root behaviour tests ---------------------------------------------
+
+OpenRoot = Callable[..., Root]
+POLICIES = ("deny", "within")
+# A small tree with outside secrets beside it; tests add entries on top.
+BASIC_TREE: list[dict[str, Any]] = [
+    {"path": "secret.txt", "type": "file", "outside": True},
+    {"path": "odir/secret.txt", "type": "file", "outside": True},
+    {"path": "a.txt", "type": "file"},
+    {"path": "sub/b.txt", "type": "file"},
+    {"path": "sub/deep/c.txt", "type": "file"},
+]
+
+
+def build_basic(tree: CaseTree, *extra: Mapping[str, Any]) -> None:
+    """Lay out BASIC_TREE plus extra entries."""
+    tree.build([*BASIC_TREE, *extra])
+
+
+def symlink(path: str, target: str) -> dict[str, Any]:
+    """Return a symlink tree entry; placeholders in `target` are substituted."""
+    return {"path": path, "type": "symlink", "target": target}
+
+
+def listed_names(root: Root, rel_path: str = ".") -> set[str]:
+    """Return the names that list_dir reports."""
+    return {entry.name for entry in root.list_dir(rel_path)}
+
+
+def call_with_path(root: Root, operation: str, path: str) -> object:
+    """Run one named operation on `path`; the other name of a rename is fixed."""
+    if operation == "open_read":
+        with root.open_read(path) as handle:
+            return handle.read()
+    if operation == "open_writer":
+        with root.open_writer(path) as writer:
+            writer.write(b"x")
+            return writer.commit()
+    if operation == "write_bytes":
+        return root.write_bytes(path, b"x")
+    if operation == "rename_to":
+        return root.rename("a.txt", path)
+    if operation == "rename_from":
+        return root.rename(path, "moved.txt")
+    method: Callable[[str], object] = getattr(root, operation)
+    return method(path)
+
+
+def make_null_device(tree: CaseTree, name: str) -> None:
+    """Plant a character device with /dev/null's numbers, or skip unprivileged."""
+    try:
+        tree.add({"path": name, "type": "chardev", "major": 1, "minor": 3})
+    except PermissionError:
+        pytest.skip("mknod needs CAP_MKNOD; run as root to cover device nodes")
 
 
 def _outcome_from(result: Mapping[str, Any]) -> Outcome:

@@ -13,6 +13,7 @@ from strongroom.api.middleware import AccessLogMiddleware, RawPathMiddleware
 from strongroom.api.problems import install_problem_handlers
 from strongroom.api.services import Services
 from strongroom.config import Settings, load_settings
+from strongroom.logging import configure_logging
 
 __all__ = ["create_app", "create_app_from_environment"]
 
@@ -60,6 +61,9 @@ def create_app_from_environment() -> FastAPI:
     """Build the app from `STRONGROOM_CONFIG` and `STRONGROOM_*` variables.
 
     An ASGI factory for servers started by hand, e.g.
-    `uvicorn --factory strongroom.api.app:create_app_from_environment`.
+    `uvicorn --factory strongroom.api.app:create_app_from_environment`; being an
+    entry point, it configures logging.
     """
-    return create_app(load_settings(None))
+    settings = load_settings(None)
+    configure_logging(settings.log_format)
+    return create_app(settings)

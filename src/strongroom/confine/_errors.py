@@ -8,6 +8,7 @@ from strongroom.errors import (
     AccessDeniedError,
     DirectoryNotEmptyError,
     InvalidPathError,
+    NotRegularFileError,
     IsADirectoryPathError,
     NotADirectoryPathError,
     PathError,
@@ -37,6 +38,9 @@ _SIMPLE: dict[int, tuple[type[PathError], str]] = {
         ResolveRetryError,
         "the path kept changing while it was resolved; try again",
     ),
+    # Opening a socket, or a device with no driver, fails before we can fstat it.
+    errno.ENXIO: (NotRegularFileError, "only regular files are served"),
+    errno.ENODEV: (NotRegularFileError, "only regular files are served"),
     errno.ENAMETOOLONG: (InvalidPathError, "the path or a name in it is too long"),
     errno.EINVAL: (InvalidPathError, "the operation makes no sense for this path"),
 }

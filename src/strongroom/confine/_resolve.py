@@ -72,8 +72,11 @@ def open_kernel(
     path = "/".join(parts).encode("utf-8") or b"."
     resolve = _KERNEL_RESOLVE
     if not allow_symlinks:
+        # RESOLVE_NO_SYMLINKS refuses a final link with ELOOP by itself; adding
+        # O_NOFOLLOW would turn that into ENOTDIR (with O_DIRECTORY) or hand back
+        # the link itself (with O_PATH).
         resolve |= RESOLVE_NO_SYMLINKS
-    if not follow_final:
+    elif not follow_final:
         flags |= os.O_NOFOLLOW
     for _ in range(MAX_EAGAIN_RETRIES):
         try:

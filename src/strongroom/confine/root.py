@@ -187,7 +187,7 @@ class Root:
             # Only the deny policy gets here: O_PATH | O_NOFOLLOW opens the link.
             reason = "it is a symbolic link, which this space refuses"
             raise SymlinkRefusedError("stat", up.text, reason)
-        self._check_hardlinks(up, st)
+        self._check_hardlinks("stat", up, st)
         return Entry.from_stat(up.final if up.parts else "", st)
 
     def list_dir(self, rel_path: str = ".") -> list[Entry]:
@@ -413,12 +413,12 @@ class Root:
         if not stat.S_ISREG(st.st_mode):
             reason = "only regular files are served (this is a FIFO, socket or device)"
             raise NotRegularFileError("read", up.text, reason)
-        self._check_hardlinks(up, st)
+        self._check_hardlinks("read", up, st)
 
-    def _check_hardlinks(self, up: UserPath, st: os.stat_result) -> None:
+    def _check_hardlinks(self, op: str, up: UserPath, st: os.stat_result) -> None:
         if self.hardlinks == "deny" and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             reason = "the file has more than one hard link, which this space refuses"
-            raise HardlinkRefusedError("read", up.text, reason)
+            raise HardlinkRefusedError(op, up.text, reason)
 
     def _check_write_target(self, up: UserPath, parent: int, exclusive: bool) -> None:
         try:
@@ -437,7 +437,7 @@ class Root:
         if not stat.S_ISREG(st.st_mode):
             reason = "a FIFO, socket or device has that name"
             raise NotRegularFileError("write", up.text, reason)
-        self._check_hardlinks(up, st)
+        self._check_hardlinks("write", up, st)
 
     def _rename(
         self,
