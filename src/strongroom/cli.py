@@ -28,6 +28,7 @@ from strongroom.auth.tokens import load_or_create_secret
 from strongroom.config import Settings, is_valid_user_name, load_settings
 from strongroom.errors import (
     ConfigError,
+    StorageError,
     StrongroomError,
     UserExistsError,
     UserNotFoundError,
@@ -71,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args, settings)
     except ConfigError as exc:
         return _fail(EXIT_CONFIG_ERROR, f"configuration error: {exc}")
+    except StorageError as exc:
+        # The driver's own error (chained) says what the operator must fix.
+        log.error("cli_storage_failed", exc_info=exc)
+        return _fail(EXIT_USER_ERROR, str(exc))
     except (_InputError, StrongroomError) as exc:
         return _fail(EXIT_USER_ERROR, str(exc))
     except KeyboardInterrupt:
@@ -85,10 +90,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     """Create the first admin if there are no users, then run the API."""
     store = _open_store(settings)
     try:
+        load_or_create_secret(settings.data_dir)  # a bad secret stops us here
         _create_first_admin(store)
     finally:
         store.close()
-    load_or_create_secret(settings.data_dir)
 
     import uvicorn
 

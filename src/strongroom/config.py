@@ -66,6 +66,7 @@ __all__ = [
     "HOME_SPACE_NAME",
     "HardlinkPolicy",
     "LogFormat",
+    "Resolver",
     "Settings",
     "SpaceConfig",
     "SpaceMode",
@@ -91,7 +92,7 @@ _SPACE_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 # digit; ':' and '*' stay free for the "role:..." and "*" entries of a space.
 _USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _ROLE_ENTRIES = ("role:admin", "role:user")
-# A bearer token lives at most a week; passwords changes revoke tokens sooner.
+# A bearer token lives at most a week; a password change revokes it sooner.
 MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600
 
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from strongroom import __version__
 from strongroom.api import auth_routes, files
+from strongroom.api.fastlane import DownloadFastLane
 from strongroom.api.middleware import AccessLogMiddleware, RawPathMiddleware
 from strongroom.api.problems import install_problem_handlers
 from strongroom.api.services import Services
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = services
     install_problem_handlers(app)
+    app.add_middleware(DownloadFastLane, services=services)
     app.add_middleware(RawPathMiddleware)
     app.add_middleware(AccessLogMiddleware)
     app.include_router(auth_routes.router, prefix=API_PREFIX)

@@ -10,6 +10,7 @@ size.
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -119,6 +120,12 @@ class FileResponse(Response):
         self.status_code, self.start, self.length = _plan(info, request_headers)
         self.plain_headers = _headers(info, self.status_code, self.start, self.length)
         self.background = None
+        self._problem = b""
+        if self.status_code == 416:
+            self._problem = _range_problem(info, request_headers.get("range", ""))
+            self.plain_headers["content-type"] = "application/problem+json"
+            self.plain_headers["content-length"] = str(len(self._problem))
+            del self.plain_headers["content-disposition"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -129,8 +136,11 @@ class FileResponse(Response):
                     (k.encode(), v.encode()) for k, v in self.plain_headers.items()
                 ],
             })
-            if self.method == "HEAD" or self.status_code in (304, 416):
+            if self.method == "HEAD" or self.status_code == 304:
                 await send({"type": "http.response.body", "body": b""})
+                return
+            if self.status_code == 416:
+                await send({"type": "http.response.body", "body": self._problem})
                 return
             await self._send_body(send)
         finally:
@@ -229,6 +239,21 @@ def _headers(info: FileInfo, status: int, start: int, length: int) -> dict[str, 
     elif status == 416:
         headers["content-range"] = f"bytes */{info.size}"
     return headers
+
+
+def _range_problem(info: FileInfo, range_header: str) -> bytes:
+    detail = (
+        f"the range {range_header[:100]!r} starts beyond the end of the "
+        f"{info.size}-byte file; ask for bytes 0-{max(info.size - 1, 0)}"
+    )
+    body = {
+        "type": "about:blank#range_not_satisfiable",
+        "title": "Range Not Satisfiable",
+        "status": 416,
+        "code": "range_not_satisfiable",
+        "detail": detail,
+    }
+    return json.dumps(body).encode("utf-8")
 
 
 def _http_date(mtime_ns: int) -> str:

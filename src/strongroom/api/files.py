@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 import anyio.to_thread
@@ -23,6 +24,7 @@ from strongroom.errors import (
     PathExistsError,
     PreconditionFailedError,
 )
+from strongroom.storage import User
 from strongroom.storage.spaces import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -31,7 +33,7 @@ from strongroom.storage.spaces import (
     SpaceWriter,
 )
 
-__all__ = ["router"]
+__all__ = ["open_download", "router"]
 
 router = APIRouter(tags=["files"])
 
@@ -92,9 +94,34 @@ def get_meta(
 )
 async def download(
     space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
-) -> FileResponse:
-    """Download a file, with ETag, conditional requests and a single Range."""
-    sp = _space(services, user, space, request, "download", path)
+) -> Response:
+    """Download a file, with ETag, conditional requests and a single Range.
+
+    The top of the space answers with its listing, as `/list` does; a named
+    folder is a 409 (list it with `/list/{path}`).
+    """
+    _record(request.scope.setdefault("state", {}), "download", space, path)
+    return open_download(services, user, space, path, request.headers, request.method)
+
+
+def open_download(
+    services: Services,
+    user: User,
+    space: str,
+    path: str,
+    headers: Mapping[str, str],
+    method: str,
+) -> Response:
+    """Open `path` of `space` for `user` and build the response that sends it.
+
+    Shared by the routed endpoint and the fast lane (`api.fastlane`), so both
+    answer every request the same way.
+    """
+    sp = services.spaces.get(user, space)
+    if path in ("", "/", "."):
+        # The space itself has no file content: answer with its first page of
+        # entries, the same JSON as `/list`. A named folder stays a 409.
+        return _listing_response(sp, path)
     handle, meta = sp.open(path)
     info = FileInfo(
         name=meta.name,
@@ -103,7 +130,7 @@ async def download(
         etag=meta.etag,
         content_type=meta.content_type or "application/octet-stream",
     )
-    return FileResponse(handle, info, request.headers, method=request.method)
+    return FileResponse(handle, info, headers, method=method)
 
 
 @router.put(
@@ -176,15 +203,30 @@ def move(
     return meta_out(sp.move(body.from_, body.to, overwrite=body.overwrite))
 
 
+def _listing_response(sp: Space, path: str) -> JSONResponse:
+    page = sp.list(path or ".", None, DEFAULT_PAGE_SIZE)
+    body = ListOut(
+        space=sp.name,
+        path=path.strip("/"),
+        entries=[entry_out(m) for m in page.entries],
+        next_cursor=page.next_cursor,
+    )
+    return JSONResponse(body.model_dump())
+
+
 def _space(
     services: Services, user: CurrentUser, name: str, request: Request, op: str,
     rel_path: str,
 ) -> Space:
-    # Recorded for the access log line; rel_path is the user's own text.
-    request.state.space = name
-    request.state.op = op
-    request.state.rel_path = rel_path
+    _record(request.scope.setdefault("state", {}), op, name, rel_path)
     return services.spaces.get(user, name)
+
+
+def _record(state: dict[str, object], op: str, space: str, rel_path: str) -> None:
+    # What the access log line names; rel_path is the user's own text.
+    state["op"] = op
+    state["space"] = space
+    state["rel_path"] = rel_path
 
 
 def _check_declared_length(request: Request, limit: int) -> None:

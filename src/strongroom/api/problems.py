@@ -17,7 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from strongroom import errors
 
-__all__ = ["PROBLEM_TYPE", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_TYPE",
+    "install_problem_handlers",
+    "problem_response",
+    "status_of",
+    "strongroom_error_response",
+]
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -109,6 +115,11 @@ def status_of(exc: errors.StrongroomError) -> tuple[int, str]:
 
 async def _strongroom_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.StrongroomError)
+    return strongroom_error_response(exc)
+
+
+def strongroom_error_response(exc: errors.StrongroomError) -> JSONResponse:
+    """Log a handled error once and return its problem+json answer."""
     status, code = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status >= 500:

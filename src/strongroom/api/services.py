@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from strongroom.auth import PasswordHasher, TokenAuthority, load_or_create_secret
+from strongroom.auth import (
+    AccessClaims,
+    PasswordHasher,
+    TokenAuthority,
+    load_or_create_secret,
+)
 from strongroom.config import Settings
 from strongroom.errors import AuthError
 from strongroom.storage import MetadataStore, User, open_metadata_store
@@ -17,6 +23,10 @@ from strongroom.storage.spaces import Space
 __all__ = ["Services"]
 
 log = logging.getLogger("strongroom.auth")
+
+# Verified tokens remembered per process: each entry is a token string (under
+# 1 KiB) and its claims, so the cache stays under ~10 MiB.
+VERIFIED_TOKEN_CACHE_SIZE = 10_000
 
 # One message for every failed login, so the answer never tells whether the user
 # name exists.
@@ -33,6 +43,7 @@ class Services:
     spaces: SpaceRegistry
     tokens: TokenAuthority
     passwords: PasswordHasher
+    _verified: dict[str, AccessClaims] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -79,13 +90,24 @@ class Services:
         One indexed lookup by id per request: a removed or deactivated user, or a
         token issued before the user's last password change, is refused at once.
         """
-        claims = self.tokens.verify_access_token(token)
+        claims = self._verified.get(token)
+        if claims is None or claims.expires_at <= datetime.now(UTC):
+            claims = self.tokens.verify_access_token(token)
+            self._remember(token, claims)
         user = self.meta.get_user_by_id(claims.user_id)
         if user is None or not user.active:
             raise AuthError("bearer token refused: the user no longer exists")
         if claims.is_revoked_by(user.tokens_valid_after):
             raise AuthError("bearer token refused: it was revoked")
         return user
+
+    def _remember(self, token: str, claims: AccessClaims) -> None:
+        # Signature checks of tokens already seen are skipped until they expire;
+        # the user lookup and revocation check above still run on every request.
+        # Clearing the whole map when it is full bounds memory without an LRU.
+        if len(self._verified) >= VERIFIED_TOKEN_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = claims
 
     def close(self) -> None:
         """Release every root and connection."""

@@ -12,12 +12,23 @@ from dataclasses import dataclass
 
 from strongroom.errors import InvalidPathError, PathEscapeError
 
-__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "UserPath", "parse_user_path"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "MAX_PATH_BYTES",
+    "MAX_PATH_DEPTH",
+    "UserPath",
+    "parse_user_path",
+]
 
 # Linux's NAME_MAX: no file system we support stores a longer component.
 MAX_NAME_BYTES = 255
 # Linux's PATH_MAX less the terminating NUL: the longest path a syscall accepts.
 MAX_PATH_BYTES = 4095
+
+# No file system limits depth below PATH_MAX, but no real tree nests this deep, and
+# every level costs a syscall per request in the walk and a folder per upload
+# that creates missing parents: deeper paths are refused rather than served.
+MAX_PATH_DEPTH = 256
 
 # C0 controls, DEL and C1 controls: they break logs and headers and never belong in a
 # file name that people type. NUL is among them.
@@ -100,6 +111,11 @@ def _check_text(op: str, rel_path: str) -> None:
 
 
 def _check_parts(op: str, rel_path: str, parts: tuple[str, ...]) -> None:
+    if len(parts) > MAX_PATH_DEPTH:
+        reason = (
+            f"the path has {len(parts)} parts; at most {MAX_PATH_DEPTH} are allowed"
+        )
+        raise InvalidPathError(op, rel_path[:64] + "...", reason)
     depth = 0
     for part in parts:
         if len(part.encode("utf-8")) > MAX_NAME_BYTES:

@@ -4,6 +4,13 @@ No HTTP types here. Values that leave this package are the frozen dataclasses of
 `strongroom.storage.records`.
 """
 
+from strongroom.storage.blobs import (
+    BLOBS_DIR_NAME,
+    BlobInfo,
+    BlobStore,
+    BlobWriter,
+    LocalBlobStore,
+)
 from strongroom.storage.metadata import (
     MAX_KEY_BYTES,
     MetadataStore,
@@ -19,7 +26,12 @@ from strongroom.storage.records import (
 )
 
 __all__ = [
+    "BLOBS_DIR_NAME",
     "MAX_KEY_BYTES",
+    "BlobInfo",
+    "BlobStore",
+    "BlobWriter",
+    "LocalBlobStore",
     "ChildPage",
     "DirEntry",
     "FileRow",

@@ -26,7 +26,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from strongroom.errors import ConfigError
 
-__all__ = ["WRITE_OPTION", "create_store_engine", "read_options"]
+__all__ = [
+    "WRITE_OPTION",
+    "create_read_engine",
+    "create_store_engine",
+    "read_options",
+]
 
 # How long a SQLite writer waits for the write lock before giving up; a write
 # transaction here lasts milliseconds, so five seconds means real trouble.
@@ -35,6 +40,10 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # Execution option that marks a connection as about to write (see `_begin_sqlite`).
 WRITE_OPTION = "strongroom_write"
 _READ_OPTION = "strongroom_read"
+# Keep enough connections for the request threads (AnyIO's default limiter is 40)
+# so that a busy server reuses connections instead of opening and closing an
+# overflow connection on every request.
+_POOL: dict[str, int] = {"pool_size": 16, "max_overflow": 32}
 
 
 def create_store_engine(database_url: str) -> Engine:
@@ -49,25 +58,36 @@ def create_store_engine(database_url: str) -> Engine:
         raise ConfigError("database_url cannot be parsed as a database URL") from None
 
     if url.get_backend_name() == "sqlite" and url.database:
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **_POOL)
         event.listen(engine, "connect", _prepare_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
     if url.get_backend_name() == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
-        return create_engine(url)
+        return create_engine(url, **_POOL)
     raise ConfigError(
         f"database_url uses {url.drivername!r}; use sqlite:///PATH or "
         "postgresql://USER@HOST/DB"
     )
 
 
-def read_options(engine: Engine) -> Mapping[str, object]:
-    """Return the execution options that make a connection read in autocommit."""
+def create_read_engine(engine: Engine) -> Engine:
+    """Return the engine for reads: autocommit, so a read costs one round trip.
+
+    On SQLite this is `engine` itself (its reads skip BEGIN, see `read_options`).
+    On PostgreSQL it is a second pool whose connections stay in autocommit:
+    switching one pooled connection in and out of autocommit per read costs
+    more than the SELECT it serves.
+    """
     if engine.dialect.name == "sqlite":
-        return {_READ_OPTION: True}
-    return {"isolation_level": "AUTOCOMMIT"}
+        return engine
+    return create_engine(engine.url, isolation_level="AUTOCOMMIT", **_POOL)
+
+
+def read_options(engine: Engine) -> Mapping[str, object]:
+    """Return the execution options for a read on `create_read_engine`'s engine."""
+    return {_READ_OPTION: True} if engine.dialect.name == "sqlite" else {}
 
 
 def _prepare_sqlite_connection(

@@ -15,6 +15,7 @@ from strongroom.confine import ReadHandle, parse_user_path
 from strongroom.errors import (
     InvalidPathError,
     IsADirectoryPathError,
+    NotADirectoryPathError,
     PathError,
     PathExistsError,
     PathNotFoundError,
@@ -53,7 +54,7 @@ class HomeSpace:
 
     def list(self, rel_path: str, cursor: str | None, limit: int) -> ListPage:
         """List a folder by name, a page at a time."""
-        key = _key("list", rel_path, top_ok=True)
+        key = _dir_key("list", rel_path, top_ok=True)
         after = decode_cursor(cursor) if cursor else None
         page = self._meta.list_children(self.owner_id, key, after, limit)
         prefix = f"{key}/" if key else ""
@@ -64,8 +65,13 @@ class HomeSpace:
     def meta(self, rel_path: str) -> FileMeta:
         """Describe one file or folder."""
         key = _key("stat", rel_path, top_ok=True)
+        must_be_dir = key.endswith("/")
+        key = key.rstrip("/")
         row = self._meta.get_file(self.owner_id, key) if key else None
         if row is not None:
+            if must_be_dir:
+                reason = "a trailing '/' names a folder, and this is a file"
+                raise NotADirectoryPathError("stat", rel_path, reason)
             return _file_meta(row)
         entry = self._meta.get_entry(self.owner_id, key)
         if entry is None:
@@ -74,7 +80,7 @@ class HomeSpace:
 
     def open(self, rel_path: str) -> tuple[ReadHandle, FileMeta]:
         """Open a file's blob for reading."""
-        key = _key("read", rel_path)
+        key = _file_key("read", rel_path)
         row = self._meta.get_file(self.owner_id, key)
         if row is None:
             entry = self._meta.get_entry(self.owner_id, key)
@@ -90,7 +96,7 @@ class HomeSpace:
 
     def writer(self, rel_path: str, *, exclusive: bool) -> _HomeWriter:
         """Start an upload; it becomes visible on `commit`."""
-        key = _key("write", rel_path)
+        key = _file_key("write", rel_path)
         if exclusive and self._meta.get_file(self.owner_id, key) is not None:
             raise PathExistsError("write", rel_path, "the name is already taken")
         entry = self._meta.get_entry(self.owner_id, key)
@@ -100,13 +106,16 @@ class HomeSpace:
 
     def mkdir(self, rel_path: str) -> FileMeta:
         """Create a folder and its missing parents."""
-        key = _key("mkdir", rel_path)
+        key = _dir_key("mkdir", rel_path)
         self._meta.add_dir(self.owner_id, key, parents=True)
         return self.meta(key)
 
     def delete(self, rel_path: str) -> None:
         """Remove a file (and its blob) or an empty folder."""
         key = _key("delete", rel_path)
+        if key.endswith("/"):
+            self._meta.remove_dir(self.owner_id, key.rstrip("/"))
+            return
         try:
             blob_id = self._meta.remove_file(self.owner_id, key)
         except IsADirectoryPathError:
@@ -117,6 +126,12 @@ class HomeSpace:
     def move(self, src: str, dst: str, *, overwrite: bool) -> FileMeta:
         """Move a file or folder; replaced files' blobs are deleted afterwards."""
         src_key, dst_key = _key("move", src), _key("move", dst)
+        if src_key.endswith("/") or dst_key.endswith("/"):
+            # Like rename(2): a trailing '/' on either side demands a folder.
+            if self._meta.get_file(self.owner_id, src_key.rstrip("/")) is not None:
+                reason = "a trailing '/' names a folder, and the source is a file"
+                raise NotADirectoryPathError("move", src, reason)
+            src_key, dst_key = src_key.rstrip("/"), dst_key.rstrip("/")
         for blob_id in self._meta.move(
             self.owner_id, src_key, dst_key, overwrite=overwrite
         ):
@@ -167,19 +182,36 @@ def _key(op: str, rel_path: str, *, top_ok: bool = False) -> str:
     """Turn a user path into the row key: the name rules, then `..` lexically.
 
     There are no links in a home space, so `..` has only its lexical meaning here;
-    the name rules already refused any `..` that climbs above the top.
+    the name rules already refused any `..` that climbs above the top. A trailing
+    `/` (which names a folder) is kept as a final "/" so callers can refuse it
+    where a file is meant; see `_file_key`.
     """
     if top_ok and rel_path.strip("/") in ("", "."):
         return ""
+    up = parse_user_path(op, rel_path)
     parts: list[str] = []
-    for part in parse_user_path(op, rel_path).parts:
+    for part in up.parts:
         if part == "..":
             parts.pop()
         else:
             parts.append(part)
     if not parts and not top_ok:
         raise InvalidPathError(op, rel_path, "the path names the space itself")
-    return "/".join(parts)
+    return "/".join(parts) + ("/" if up.must_be_dir and parts else "")
+
+
+def _file_key(op: str, rel_path: str) -> str:
+    """Return the key of a path that must name a file (no trailing `/`)."""
+    key = _key(op, rel_path)
+    if key.endswith("/"):
+        reason = "a trailing '/' names a folder, and a file is meant here"
+        raise NotADirectoryPathError(op, rel_path, reason)
+    return key
+
+
+def _dir_key(op: str, rel_path: str, *, top_ok: bool = False) -> str:
+    """Return the key of a path that names a folder (a trailing `/` is fine)."""
+    return _key(op, rel_path, top_ok=top_ok).rstrip("/")
 
 
 def _ns(when: datetime) -> int:

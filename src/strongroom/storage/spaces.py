@@ -210,7 +210,10 @@ def encode_cursor(name: str) -> str:
 def decode_cursor(cursor: str) -> str:
     """Decode a cursor made by `encode_cursor`; raise `InvalidPathError` if bad."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True)
+        if not raw:
+            raise ValueError("empty cursor")
         return raw.decode("utf-8", "surrogateescape")
     except (binascii.Error, ValueError):
         raise InvalidPathError("list", cursor[:64], "the cursor is not valid") from None

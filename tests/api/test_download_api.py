@@ -1,0 +1,168 @@
+"""Downloads: validators, conditional requests, Range, HEAD and safe headers.
+
+Every test runs in `lab` (a directory space) and in alice's `home`, once per
+resolver; see `strongroom/api/download.py` for the rules under test.
+"""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+from case_checks import disposition, effective_filename
+from live_server import LiveServer, files_url
+
+
+def test_download_sends_validators_length_and_nosniff(
+    server: LiveServer, space: str
+) -> None:
+    server.put(space, "a.txt", b"hello")
+
+    reply = server.request("GET", files_url(space, "a.txt"))
+
+    assert reply.body == b"hello"
+    assert reply.header("etag")
+    assert email.utils.parsedate_to_datetime(reply.header("last-modified") or "")
+    assert reply.header("content-length") == "5"
+    assert reply.header("x-content-type-options") == "nosniff"
+    assert (reply.header("content-type") or "").startswith("text/plain")
+
+
+def test_download_names_a_non_ascii_file_with_filename_star(
+    server: LiveServer, space: str
+) -> None:
+    name = "résumé ü 数据.txt"
+    server.put(space, "r%C3%A9sum%C3%A9%20%C3%BC%20%E6%95%B0%E6%8D%AE.txt", b"cv")
+
+    reply = server.request(
+        "GET", files_url(space, "r%C3%A9sum%C3%A9%20%C3%BC%20%E6%95%B0%E6%8D%AE.txt"))
+
+    parsed = disposition(reply.header("content-disposition"))
+    assert parsed is not None
+    params = dict(parsed[1])
+    assert params["filename"].isascii()
+    assert params["filename*"].startswith("UTF-8''")
+    assert effective_filename(parsed[1]) == name
+
+
+@pytest.mark.parametrize("name", ["x.html", "x.htm", "x.svg", "x.xml", "x.js",
+                                  "x.xhtml"])
+def test_active_content_is_sent_as_an_attachment(
+    server: LiveServer, space: str, name: str
+) -> None:
+    server.put(space, name, b"<script>document.title='XSS-RAN'</script>")
+
+    reply = server.request("GET", files_url(space, name))
+
+    parsed = disposition(reply.header("content-disposition"))
+    assert parsed is not None and parsed[0] == "attachment"
+
+
+def test_plain_text_is_shown_inline(server: LiveServer, space: str) -> None:
+    server.put(space, "a.txt", b"hi")
+
+    reply = server.request("GET", files_url(space, "a.txt"))
+
+    assert (reply.header("content-disposition") or "").startswith("inline")
+
+
+def test_if_none_match_with_the_current_etag_is_304_without_body(
+    server: LiveServer, space: str
+) -> None:
+    server.put(space, "a.txt", b"hello")
+    etag = server.request("GET", files_url(space, "a.txt")).header("etag") or ""
+
+    reply = server.request("GET", files_url(space, "a.txt"),
+                           headers={"If-None-Match": etag})
+
+    assert reply.status == 304
+    assert reply.body == b""
+
+
+def test_if_none_match_with_another_etag_sends_the_file(
+    server: LiveServer, space: str
+) -> None:
+    server.put(space, "a.txt", b"hello")
+
+    reply = server.request("GET", files_url(space, "a.txt"),
+                           headers={"If-None-Match": '"not-the-tag"'})
+
+    assert reply.status == 200
+
+
+def test_if_modified_since_last_modified_is_304(server: LiveServer, space: str) -> None:
+    server.put(space, "a.txt", b"hello")
+    first = server.request("GET", files_url(space, "a.txt"))
+    stamp = first.header("last-modified") or ""
+
+    reply = server.request("GET", files_url(space, "a.txt"),
+                           headers={"If-Modified-Since": stamp})
+
+    assert reply.status == 304
+
+
+def test_range_is_206_with_content_range(server: LiveServer, space: str) -> None:
+    server.put(space, "digits.txt", b"0123456789")
+
+    reply = server.request("GET", files_url(space, "digits.txt"),
+                           headers={"Range": "bytes=2-5"})
+
+    assert reply.status == 206
+    assert reply.body == b"2345"
+    assert reply.header("content-range") == "bytes 2-5/10"
+
+
+def test_suffix_range_sends_the_last_bytes(server: LiveServer, space: str) -> None:
+    server.put(space, "digits.txt", b"0123456789")
+
+    reply = server.request("GET", files_url(space, "digits.txt"),
+                           headers={"Range": "bytes=-3"})
+
+    assert reply.status == 206
+    assert reply.body == b"789"
+    assert reply.header("content-range") == "bytes 7-9/10"
+
+
+def test_range_past_the_end_is_416_with_the_size(
+    server: LiveServer, space: str
+) -> None:
+    server.put(space, "digits.txt", b"0123456789")
+
+    reply = server.request("GET", files_url(space, "digits.txt"),
+                           headers={"Range": "bytes=10-"})
+
+    assert reply.status == 416
+    assert reply.header("content-range") == "bytes */10"
+
+
+def test_several_ranges_get_the_whole_file_with_200(
+    server: LiveServer, space: str
+) -> None:
+    server.put(space, "digits.txt", b"0123456789")
+
+    reply = server.request("GET", files_url(space, "digits.txt"),
+                           headers={"Range": "bytes=0-1,4-5"})
+
+    assert reply.status == 200
+    assert reply.body == b"0123456789"
+
+
+def test_head_has_the_headers_and_no_body(server: LiveServer, space: str) -> None:
+    server.put(space, "a.txt", b"hello")
+
+    reply = server.request("HEAD", files_url(space, "a.txt"))
+
+    assert reply.status == 200
+    assert reply.header("content-length") == "5"
+    assert reply.body == b""
+
+
+def test_download_of_a_folder_answers_with_its_listing(
+    server: LiveServer, space: str
+) -> None:
+    server.put(space, "docs/a.txt", b"A")
+
+    reply = server.request("GET", files_url(space, "docs"))
+
+    assert reply.status == 200
+    assert [e["path"] for e in reply.json()["entries"]] == ["docs/a.txt"]  # type: ignore[index]
