@@ -64,12 +64,13 @@ REPLANT_EVERY_ROUNDS = 64
 # request, so almost every request is refused and Part B's sanity floor voids the
 # run; random holds keep swaps landing mid-request and leave clean windows too.
 MAX_HOLD_SECONDS = 150e-6
-# Where a successful request costs far more than a refusal (R2's durable writes,
-# R5's 50-entry listings: 50 to 300 times more), the exchanger rests this many times
-# longer with the names in place than swapped. With even holds the server fits
-# dozens of cheap refusals into each swapped window, successes fall near Part B's
-# 1% floor and runs go void.
-SLOW_SUCCESS_REST_FACTOR = 30.0
+# Where a successful request costs far more than a refusal, the exchanger rests this
+# many times longer with the names in place than swapped. With even holds the server
+# fits dozens of cheap refusals into each swapped window, successes fall near Part
+# B's 1% floor and runs go void. Measured here: an R2 durable write costs up to 500
+# refusals, an R5 listing of 50 entries about 50.
+R2_REST_FACTOR = 100.0
+R5_REST_FACTOR = 30.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -123,9 +124,7 @@ def test_r2_directory_swapped_for_a_link_never_receives_writes(
         else:
             report.attempt("DELETE", lambda: root.remove(f"pub/up-{n - 1}.txt"))
 
-    swap = Exchanger(
-        tree.root_fd, "pub", tree.root_fd, "evil", SLOW_SUCCESS_REST_FACTOR
-    )
+    swap = Exchanger(tree.root_fd, "pub", tree.root_fd, "evil", R2_REST_FACTOR)
     run_race(tree, root, policy, "R2 pub<->evil mutations", serve, swap)
 
 
@@ -255,7 +254,7 @@ def test_r5_listing_a_swapped_directory_never_reports_outside_metadata(
         else:
             report.attempt("stat d/f17", lambda: root.stat("d/f17"), leaked)
 
-    swap = Exchanger(tree.root_fd, "d", tree.root_fd, "dlink", SLOW_SUCCESS_REST_FACTOR)
+    swap = Exchanger(tree.root_fd, "d", tree.root_fd, "dlink", R5_REST_FACTOR)
     run_race(tree, root, policy, "R5 d<->dlink", serve, swap)
 
 

@@ -181,13 +181,13 @@ class Root:
         fd = self._open_path(up, os.O_PATH, op="stat")
         try:
             st = os.fstat(fd)
+            if stat.S_ISLNK(st.st_mode):
+                # Only the walk gets here: O_PATH | O_NOFOLLOW opens the link.
+                reason = "it is a symbolic link, which this space refuses"
+                raise SymlinkRefusedError("stat", up.text, reason)
+            self._check_hardlinks("stat", up, fd, st)
         finally:
             os.close(fd)
-        if stat.S_ISLNK(st.st_mode):
-            # Only the deny policy gets here: O_PATH | O_NOFOLLOW opens the link.
-            reason = "it is a symbolic link, which this space refuses"
-            raise SymlinkRefusedError("stat", up.text, reason)
-        self._check_hardlinks("stat", up, st)
         return Entry.from_stat(up.final if up.parts else "", st)
 
     def list_dir(self, rel_path: str = ".") -> list[Entry]:
@@ -215,7 +215,7 @@ class Root:
         fd = self._open_path(up, _READ_FLAGS, op="read")
         try:
             st = os.fstat(fd)
-            self._check_readable(up, st)
+            self._check_readable(up, fd, st)
         except BaseException:
             os.close(fd)
             raise
@@ -407,17 +407,52 @@ class Root:
             finally:
                 os.close(parent)
 
-    def _check_readable(self, up: UserPath, st: os.stat_result) -> None:
+    def _check_readable(self, up: UserPath, fd: int, st: os.stat_result) -> None:
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryPathError("read", up.text, "it is a folder, not a file")
         if not stat.S_ISREG(st.st_mode):
             reason = "only regular files are served (this is a FIFO, socket or device)"
             raise NotRegularFileError("read", up.text, reason)
-        self._check_hardlinks("read", up, st)
+        self._check_hardlinks("read", up, fd, st)
 
-    def _check_hardlinks(self, op: str, up: UserPath, st: os.stat_result) -> None:
-        if self.hardlinks == "deny" and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-            reason = "the file has more than one hard link, which this space refuses"
+    def _check_hardlinks(
+        self, op: str, up: UserPath, fd: int, st: os.stat_result
+    ) -> None:
+        """Refuse a multiply-linked file, and one whose links moved under us.
+
+        Design note. The link count is read from the opened descriptor, but an
+        attacker who can hard-link an outside file to a name in the root can also
+        remove that name again between our open and our fstat, so the count reads
+        1 while the descriptor holds the outside file. After the first check we
+        resolve the name once more (through the resolver, so still confined) and
+        fstat the descriptor again: the name must still lead to the same inode,
+        and neither its link count nor its ctime (which every link and unlink
+        updates) may have moved. This shrinks the window to an attacker who
+        unlinks, relinks and unlinks again within one timestamp tick between two
+        syscalls; it cannot close it. What closes it is the kernel: with
+        fs.protected_hardlinks=1 (the default) nobody can link a file they cannot
+        read and write, and a space on its own mount cannot hold links to files
+        outside it (EXDEV).
+        """
+        if self.hardlinks == "allow" or not stat.S_ISREG(st.st_mode):
+            return
+        reason = "the file has more than one hard link, which this space refuses"
+        if st.st_nlink > 1:
+            raise HardlinkRefusedError(op, up.text, reason)
+        if fd < 0:
+            return
+        probe = self._open_path(up, os.O_PATH, op=op)
+        try:
+            named = os.fstat(probe)
+        finally:
+            os.close(probe)
+        again = os.fstat(fd)
+        if (
+            (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino)
+            or again.st_nlink != 1
+            or again.st_ctime_ns != st.st_ctime_ns
+        ):
+            reason = "the file's links changed while it was opened; try again"
             raise HardlinkRefusedError(op, up.text, reason)
 
     def _check_write_target(self, up: UserPath, parent: int, exclusive: bool) -> None:
@@ -437,7 +472,9 @@ class Root:
         if not stat.S_ISREG(st.st_mode):
             reason = "a FIFO, socket or device has that name"
             raise NotRegularFileError("write", up.text, reason)
-        self._check_hardlinks("write", up, st)
+        # The write never opens the old file (it renames over the name), so only
+        # the count matters here.
+        self._check_hardlinks("write", up, -1, st)
 
     def _rename(
         self,
