@@ -83,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     _print_header(results, profile, parts)
 
+    # A shell that starts a background job ignores SIGINT for it; the benchmark
+    # wants Ctrl-C and SIGTERM alike to unwind, so the servers get stopped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     code = 0
     try:
@@ -222,6 +225,7 @@ def _print_header(
     print(f"machine: {machine['cores']} cores, {machine['cpu']}, "
           f"{machine['memory_gib']} GiB, Linux {machine['kernel']}, "
           f"Python {machine['python']}")
+    print(f"source: {machine['source']}")
     if "large" in parts:
         print(f"large transfer size: {format_bytes(profile.large_size_bytes)}")
 

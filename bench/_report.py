@@ -103,6 +103,7 @@ def machine_info() -> dict[str, object]:
         "nginx": _tool_version(["nginx", "-v"]),
         "wrk": _tool_version(["wrk", "--version"]),
         "curl": _tool_version(["curl", "--version"]),
+        "source": _source_revision(),
     }
 
 
@@ -119,6 +120,21 @@ def write_results(results: dict[str, object], profile: str) -> Path:
     path.write_text(text)
     (RESULTS_DIR / "latest.json").write_text(text)
     return path
+
+
+def _source_revision() -> str | None:
+    # Which code was measured: the commit, marked when the work tree differs from it.
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain",
+                                "--", "src"], capture_output=True, text=True,
+                               timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + (" with uncommitted changes in src/" if dirty.stdout
+                                  else "")
 
 
 def _cpu_model() -> str:

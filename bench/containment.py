@@ -49,32 +49,6 @@ PROFILE_CALLS = 20_000
 PROFILE_TOP = 10
 
 
-@dataclass(frozen=True)
-class _Variant:
-    key: str
-    label: str
-    read: Callable[[], bytes]
-
-
-@dataclass(frozen=True)
-class _Row:
-    key: str
-    label: str
-    us_per_op: list[float]
-    ratio_vs_open: float
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "key": self.key,
-            "label": self.label,
-            "us_per_op_median": round(median(self.us_per_op), 3),
-            "us_per_op_min": round(min(self.us_per_op), 3),
-            "us_per_op_max": round(max(self.us_per_op), 3),
-            "ratio_vs_open": round(self.ratio_vs_open, 3),
-            "us_per_op_rounds": [round(s, 3) for s in self.us_per_op],
-        }
-
-
 def run_containment(rounds: int, iterations: int) -> dict[str, object]:
     """Measure every variant, print the table and targets, and return the results.
 
@@ -111,6 +85,32 @@ def run_containment(rounds: int, iterations: int) -> dict[str, object]:
         "targets": [t.as_dict() for t in targets.values()],
         "profiles": profiles,
     }
+
+
+@dataclass(frozen=True)
+class _Variant:
+    key: str
+    label: str
+    read: Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class _Row:
+    key: str
+    label: str
+    us_per_op: list[float]
+    ratio_vs_open: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "us_per_op_median": round(median(self.us_per_op), 3),
+            "us_per_op_min": round(min(self.us_per_op), 3),
+            "us_per_op_max": round(max(self.us_per_op), 3),
+            "ratio_vs_open": round(self.ratio_vs_open, 3),
+            "us_per_op_rounds": [round(s, 3) for s in self.us_per_op],
+        }
 
 
 def _make_tree(base: Path) -> bytes:

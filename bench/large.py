@@ -53,6 +53,41 @@ class LargePlan:
     rounds: int
 
 
+def run_large(stage: Stage, plan: LargePlan) -> dict[str, object]:
+    """Run every download and upload case, print the tables and targets."""
+    source, digest = _make_large_file(stage, plan.size_bytes)
+    downloads, uploads = _cases(stage, plan.size_bytes, digest)
+    # Seed the home space so that its download has something to fetch.
+    _run_case(uploads["strongroom home"], plan, source, stage)
+    servers = {id(c.server): c.server for c in [*downloads.values(), *uploads.values()]}
+    memory_rewound = all(server.reset_peak_memory() for server in servers.values())
+
+    samples = {
+        "download": _measure(downloads, plan, None, stage),
+        "upload": _measure(uploads, plan, source, stage),
+    }
+    summary = {
+        kind: [_Row(name, plan.size_bytes, runs) for name, runs in per_case.items()]
+        for kind, per_case in samples.items()
+    }
+    summary["upload"] += [
+        _Row(f"{name}, then fsync", plan.size_bytes, _flushed(samples["upload"][name]))
+        for name, case in uploads.items()
+        if case.flush_path is not None
+    ]
+    targets = _targets(summary)
+
+    _print(summary, targets, plan, memory_rewound)
+    return {
+        "size_bytes": plan.size_bytes,
+        "rounds": plan.rounds,
+        "peak_memory_covers": "each transfer" if memory_rewound else "server lifetime",
+        "downloads": [row.as_dict() for row in summary["download"]],
+        "uploads": [row.as_dict() for row in summary["upload"]],
+        "targets": [t.as_dict() for t in targets],
+    }
+
+
 @dataclass(frozen=True)
 class _Case:
     name: str
@@ -102,52 +137,23 @@ class _Row:
             "rss_before_bytes_median": round(
                 median([s.rss_before for s in self.samples])
             ),
+            "fsync_after_seconds_median": round(
+                median([s.flush_seconds for s in self.samples]), 3
+            ),
         }
 
 
-def run_large(stage: Stage, plan: LargePlan) -> dict[str, object]:
-    """Run every download and upload case, print the tables and targets."""
-    source, digest = _make_large_file(stage, plan.size_bytes)
-    downloads, uploads = _cases(stage, plan.size_bytes, digest)
-    # Seed the home space so that its download has something to fetch.
-    _run_case(uploads["strongroom home"], plan, source, stage)
-
-    samples: dict[str, dict[str, list[_Sample]]] = {
-        "download": {name: [] for name in downloads},
-        "upload": {name: [] for name in uploads},
-    }
-    servers = {id(c.server): c.server for c in [*downloads.values(), *uploads.values()]}
-    memory_rewound = all(server.reset_peak_memory() for server in servers.values())
+def _measure(
+    cases: dict[str, _Case], plan: LargePlan, upload: Path | None, stage: Stage
+) -> dict[str, list[_Sample]]:
+    # Each round runs every case once, starting one further along each time.
+    samples: dict[str, list[_Sample]] = {name: [] for name in cases}
+    names = list(cases)
     for round_index in range(plan.rounds):
-        for kind, cases, body in (
-            ("download", downloads, None),
-            ("upload", uploads, source),
-        ):
-            names = list(cases)
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                sample = _run_case(cases[name], plan, body, stage)
-                samples[kind][name].append(sample)
-
-    summary = {
-        kind: [_Row(name, plan.size_bytes, runs) for name, runs in per_case.items()]
-        for kind, per_case in samples.items()
-    }
-    summary["upload"] += [
-        _Row(f"{name}, then fsync", plan.size_bytes, _flushed(samples["upload"][name]))
-        for name, case in uploads.items()
-        if case.flush_path is not None
-    ]
-    targets = _targets(summary)
-    _print(summary, targets, plan, memory_rewound)
-    return {
-        "size_bytes": plan.size_bytes,
-        "rounds": plan.rounds,
-        "peak_memory_covers": "each transfer" if memory_rewound else "server lifetime",
-        "downloads": [row.as_dict() for row in summary["download"]],
-        "uploads": [row.as_dict() for row in summary["upload"]],
-        "targets": [t.as_dict() for t in targets],
-    }
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(_run_case(cases[name], plan, upload, stage))
+    return samples
 
 
 def _make_large_file(stage: Stage, size: int) -> tuple[Path, str]:

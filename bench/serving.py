@@ -82,14 +82,6 @@ def run_serving(stage: Stage, plan: ServingPlan) -> dict[str, object]:
     }
 
 
-def _check_peer(peer: Peer, expected: bytes) -> None:
-    request = urllib.request.Request(peer.url(SMALL_REL_PATH), headers=peer.headers)
-    with LOCAL_OPENER.open(request, timeout=10) as response:
-        body = response.read()
-        if response.status != 200 or body != expected:
-            raise RuntimeError(f"{peer.name} did not serve the file correctly")
-
-
 @dataclass(frozen=True)
 class _Round:
     load: LoadResult
@@ -102,6 +94,14 @@ class _Round:
     @property
     def cpu_us_per_request(self) -> float:
         return self.server_cpu_seconds / max(1, self.load.requests) * 1e6
+
+
+def _check_peer(peer: Peer, expected: bytes) -> None:
+    request = urllib.request.Request(peer.url(SMALL_REL_PATH), headers=peer.headers)
+    with LOCAL_OPENER.open(request, timeout=10) as response:
+        body = response.read()
+        if response.status != 200 or body != expected:
+            raise RuntimeError(f"{peer.name} did not serve the file correctly")
 
 
 def _measured_round(peer: Peer, plan: ServingPlan) -> _Round:
@@ -157,10 +157,18 @@ def _target(results: dict[str, list[_Round]]) -> Target:
         )
     ]
     ratio = median(ratios)
+    # The same comparison by server CPU per request: what the rate ratio would be
+    # if each server had a core to itself, whatever else runs on the machine.
+    cpu_ratio = median([
+        base.cpu_us_per_request / mine.cpu_us_per_request
+        for mine, base in zip(
+            results["strongroom"], results["staticfiles"], strict=True
+        )
+    ])
     return Target(
         name="Strongroom (with token) vs StaticFiles (no auth), req/s",
         goal=f">= {MIN_RATIO_VS_STATICFILES:.1f}x",
-        measured=f"{ratio:.2f}x",
+        measured=f"{ratio:.2f}x (by server CPU per request: {cpu_ratio:.2f}x)",
         met=ratio >= MIN_RATIO_VS_STATICFILES,
     )
 

@@ -28,6 +28,7 @@ nothing else maps errors to status codes.
     │   ├── UserExistsError        the user name is taken (409)
     │   ├── UserNotFoundError      no user by that name or id (404)
     │   └── PasswordPolicyError    a new password breaks the length rules (400)
+    ├── IncompleteUploadError      the client left before the body ended (400)
     ├── PreconditionFailedError    a conditional request's condition is false (412)
     ├── LimitExceededError         a size limit was crossed (413)
     └── ConfigError                a setting is wrong; start-up stops
@@ -42,6 +43,7 @@ __all__ = [
     "CrossDeviceError",
     "DirectoryNotEmptyError",
     "HardlinkRefusedError",
+    "IncompleteUploadError",
     "InvalidPathError",
     "IsADirectoryPathError",
     "LimitExceededError",
@@ -166,6 +168,10 @@ class UserNotFoundError(UserError):
 
 class PasswordPolicyError(UserError):
     """A new password is empty, too short or longer than the hashing cap."""
+
+
+class IncompleteUploadError(StrongroomError):
+    """The client closed the connection before sending the whole body."""
 
 
 class PreconditionFailedError(StrongroomError):

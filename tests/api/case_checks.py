@@ -4,12 +4,15 @@ The `must_not` vocabulary of http-cases.json has two halves. Items about the ans
 (status, body, headers, timing) are read off the `Reply`. Items about the world
 (files created, modified or deleted, inside or outside the space) are read off the
 disk, or for the database-mapped `home` space off the API, after each request; the
-`SpaceProbe` and `World` classes below do that. An item this module does not know
-raises ValueError, so a new vocabulary word fails loudly instead of passing.
+`SpaceProbe` and `World` classes below do that. "Outbound network connection
+attempted" is read from the network calls the server process records through its
+audit hook (see live_server). An item this module does not know raises ValueError,
+so a new vocabulary word fails loudly instead of passing.
 
 Three rules hold for every request whatever the case says (the product's promise):
 no 5xx, no body carrying an outside or sibling secret, and nothing in P outside the
-case's own space created, changed or removed.
+case's own space created, changed or removed (in the server's data directory, only
+its own database, secret and blob files may appear).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "SpaceProbe",
     "World",
     "disposition",
+    "effective_filename",
     "judge_reply",
     "judge_world",
 ]

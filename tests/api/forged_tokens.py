@@ -17,10 +17,13 @@ from pathlib import Path
 import jwt
 
 __all__ = [
+    "AUDIENCE",
+    "UNKNOWN_USER_ID",
     "alg_none",
     "claims_for",
     "expired",
     "reencoded_signature",
+    "server_secret",
     "signed",
     "tampered_sub",
     "user_id_of",

@@ -198,6 +198,24 @@ class LiveServer:
         finally:
             conn.close()
 
+    def raw(self, data: bytes, *, stop_sending: bool = False) -> bytes:
+        """Send `data` as is and return every byte sent back until the server closes.
+
+        For what an HTTP client library hides: the bytes after a HEAD answer's
+        headers, or a body cut short. Send `Connection: close` so the server
+        closes after answering; `stop_sending` half-closes the socket at once,
+        which the server reads as the client going away (it may then drop its
+        answer).
+        """
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(data)
+            if stop_sending:
+                sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(1 << 16):
+                answer += chunk
+        return answer
+
     def login(self, user: str, password: str) -> Reply:
         """POST the password form to /api/v1/token."""
         form = f"username={user}&password={password}".encode()
@@ -211,6 +229,15 @@ class LiveServer:
     ) -> Reply:
         """Upload `body` to `rel_path` (sent as written) in `space`."""
         return self.request("PUT", files_url(space, rel_path), body=body, token=token)
+
+    def move(
+        self, space: str, body: Mapping[str, object], token: str = "alice"
+    ) -> Reply:
+        """POST `body` (from, to, overwrite) as JSON to the move route of `space`."""
+        return self.request(
+            "POST", f"{API}/spaces/{space}/move", body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"}, token=token,
+        )
 
     def list_all(self, space: str, rel_path: str, token: str = "alice") -> list[dict]:
         """Return every entry of a folder, following `next_cursor` across pages.
@@ -260,6 +287,23 @@ class LiveServer:
             store.remove_user(user.id)
         finally:
             store.close()
+
+    def change_password(self, name: str, password: str) -> None:
+        """Set a user's password in the server's database, revoking older tokens."""
+        store = open_metadata_store(load_settings(str(self.config_path)).database_url)
+        try:
+            user = store.get_user_by_name(name)
+            assert user is not None, f"no user {name!r}"
+            store.set_password(user.id, PasswordHasher().hash(password))
+        finally:
+            store.close()
+
+    def add_logged_in_user(self, name: str, password: str) -> None:
+        """Create a user (role "user") and keep its token under `tokens[name]`."""
+        add_user(self.config_path, name, password, "user")
+        reply = self.login(name, password)
+        assert reply.status == 200, reply.body
+        self.tokens[name] = reply.json()["access_token"]  # type: ignore[index]
 
     def _empty_home_folder(self, user: str, rel_path: str) -> None:
         for entry in self.list_all("home", rel_path, token=user):

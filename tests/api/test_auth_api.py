@@ -8,8 +8,8 @@ from live_server import (
     API,
     PROBLEM_JSON,
     LiveServer,
-    add_user,
     files_url,
+    wait_until,
 )
 
 # A routed endpoint and the download route, which a separate fast lane answers
@@ -17,18 +17,33 @@ from live_server import (
 ROUTES = [f"{API}/spaces", files_url("lab", "a.txt")]
 
 
-def test_token_of_a_removed_user_is_401(server: LiveServer) -> None:
+def test_token_of_a_removed_user_is_401_on_every_route(server: LiveServer) -> None:
+    (server.parent / "lab" / "a.txt").write_text("A")
     name = f"carol-{server.resolver}"
-    add_user(server.config_path, name, "carol-password-333", "user")
-    server.tokens[name] = server.login(name, "carol-password-333").json()[  # type: ignore[index]
-        "access_token"]
+    server.add_logged_in_user(name, "carol-password-333")
     assert server.request("GET", f"{API}/spaces", token=name).status == 200
 
     server.remove_user(name)
-    reply = server.request("GET", f"{API}/spaces", token=name)
+    replies = [server.request("GET", route, token=name) for route in ROUTES]
 
-    assert reply.status == 401
-    assert reply.header("www-authenticate") == "Bearer"
+    assert [r.status for r in replies] == [401, 401]
+    assert {r.header("www-authenticate") for r in replies} == {"Bearer"}
+
+
+def test_password_change_revokes_tokens_issued_before_it(server: LiveServer) -> None:
+    name = f"dave-{server.resolver}"
+    server.add_logged_in_user(name, "dave-password-4444")
+    old_token = server.tokens[name]
+
+    server.change_password(name, "dave-password-55555")
+    old = [server.request("GET", route, token=name) for route in ROUTES]
+    server.tokens[name] = server.login(name, "dave-password-55555").json()[  # type: ignore[index]
+        "access_token"]
+    new = server.request("GET", f"{API}/spaces", token=name)
+
+    assert [r.status for r in old] == [401, 401]
+    assert server.tokens[name] != old_token
+    assert new.status == 200
 
 
 @pytest.mark.parametrize(
@@ -89,8 +104,11 @@ def test_login_and_download_leave_no_token_or_password_in_the_server_log(
     server.request("GET", files_url("lab", "a.txt"),
                    headers={"Authorization": f"Bearer {token}"})
     server.request("GET", f"{files_url('lab', 'a.txt')}?token={token}", token=None)
-    server.request("GET", "/healthz", token=None)  # the lines above are written
+    server.request("GET", "/healthz", token=None)
 
+    # The last request's line is written after its answer: wait for it, and so
+    # for every line before it.
+    wait_until(lambda: "/healthz" in server.log_text()[before:], "the access line")
     log = server.log_text()[before:]
     assert "a.txt" in log
     assert token not in log

@@ -7,6 +7,7 @@ resolver; see `strongroom/api/download.py` for the rules under test.
 from __future__ import annotations
 
 import email.utils
+from urllib.parse import quote
 
 import pytest
 from case_checks import disposition, effective_filename
@@ -32,10 +33,9 @@ def test_download_names_a_non_ascii_file_with_filename_star(
     server: LiveServer, space: str
 ) -> None:
     name = "résumé ü 数据.txt"
-    server.put(space, "r%C3%A9sum%C3%A9%20%C3%BC%20%E6%95%B0%E6%8D%AE.txt", b"cv")
+    server.put(space, quote(name), b"cv")
 
-    reply = server.request(
-        "GET", files_url(space, "r%C3%A9sum%C3%A9%20%C3%BC%20%E6%95%B0%E6%8D%AE.txt"))
+    reply = server.request("GET", files_url(space, quote(name)))
 
     parsed = disposition(reply.header("content-disposition"))
     assert parsed is not None
@@ -149,20 +149,34 @@ def test_several_ranges_get_the_whole_file_with_200(
 
 def test_head_has_the_headers_and_no_body(server: LiveServer, space: str) -> None:
     server.put(space, "a.txt", b"hello")
+    token = server.tokens["alice"]
 
-    reply = server.request("HEAD", files_url(space, "a.txt"))
+    answer = server.raw(
+        f"HEAD {files_url(space, 'a.txt')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode())
 
-    assert reply.status == 200
-    assert reply.header("content-length") == "5"
-    assert reply.body == b""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\ncontent-length: 5\r\n" in head.lower()
+    assert body == b""
 
 
-def test_download_of_a_folder_answers_with_its_listing(
-    server: LiveServer, space: str
+def test_download_of_a_named_folder_is_409(server: LiveServer, space: str) -> None:
+    server.put(space, "docs/a.txt", b"A")
+
+    replies = [server.request(m, files_url(space, p))
+               for m in ("GET", "HEAD") for p in ("docs", "docs/")]
+
+    assert [r.status for r in replies] == [409, 409, 409, 409]
+
+
+@pytest.mark.parametrize("top", ["", ".", "/"], ids=["empty", "dot", "slash"])
+def test_download_of_the_space_itself_answers_with_its_listing(
+    request: pytest.FixtureRequest, server: LiveServer, space: str, top: str
 ) -> None:
     server.put(space, "docs/a.txt", b"A")
 
-    reply = server.request("GET", files_url(space, "docs"))
+    reply = server.request("GET", files_url(space, top))
 
     assert reply.status == 200
-    assert [e["path"] for e in reply.json()["entries"]] == ["docs/a.txt"]  # type: ignore[index]
+    assert [e["name"] for e in reply.json()["entries"]] == ["docs"]  # type: ignore[index]

@@ -16,6 +16,7 @@ import random
 import stat
 import sysconfig
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -112,10 +113,12 @@ def test_metadata_and_bytes_match_the_disk_for_the_sample(
             "GET", f"{API}/spaces/stdlib/meta/{quote(rel_path)}").json()
         got = stdlib_server.request(
             "GET", f"{API}/spaces/stdlib/files/{quote(rel_path)}")
-        expected = (rel_path, host_path.name, "file", host_path.stat().st_size)
-        seen = (meta["path"], meta["filename"], meta["kind"], meta["size"])  # type: ignore[index]
+        st = host_path.stat()
+        expected = (rel_path, host_path.name, "file", st.st_size, _utc(st.st_mtime))
+        seen = tuple(meta[k] for k in  # type: ignore[index]
+                     ("path", "filename", "kind", "size", "modified"))
         if seen != expected or got.body != host_path.read_bytes():
-            mismatches.append(rel_path)
+            mismatches.append((rel_path, seen, expected))
 
     assert mismatches == []
     assert len(SAMPLE) >= SAMPLE_FILES * 9 // 10
@@ -195,3 +198,9 @@ def _entries_on_disk(folder: Path) -> dict[str, tuple[str, int]]:
         else:
             entries[entry.name] = ("skip", 0)
     return entries
+
+
+def _utc(seconds: float) -> str:
+    """Format a file time the way the API does: whole seconds, UTC, with a Z."""
+    when = datetime.fromtimestamp(int(seconds), tz=UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

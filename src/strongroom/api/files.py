@@ -8,6 +8,7 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from strongroom.api.deps import CurrentUser, Services, get_services
 from strongroom.api.download import FileInfo, FileResponse
@@ -20,6 +21,7 @@ from strongroom.api.schemas import (
     meta_out,
 )
 from strongroom.errors import (
+    IncompleteUploadError,
     LimitExceededError,
     PathExistsError,
     PreconditionFailedError,
@@ -262,6 +264,12 @@ async def _receive(
         if batch:
             await anyio.to_thread.run_sync(writer.write, bytes(batch))
         return await anyio.to_thread.run_sync(writer.commit)
+    except ClientDisconnect:
+        await anyio.to_thread.run_sync(writer.abort)
+        raise IncompleteUploadError(
+            f"the client closed the connection after {received} bytes; nothing "
+            "was stored"
+        ) from None
     except BaseException:
         await anyio.to_thread.run_sync(writer.abort)
         raise

@@ -51,6 +51,7 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.PasswordPolicyError: (400, "password_policy"),
     errors.AuthError: (401, "unauthorized"),
     errors.PermissionDeniedError: (403, "forbidden"),
+    errors.IncompleteUploadError: (400, "upload_incomplete"),
     errors.PreconditionFailedError: (412, "precondition_failed"),
     errors.LimitExceededError: (413, "too_large"),
     errors.StorageError: (500, "storage_error"),

@@ -190,6 +190,25 @@ class Root:
             os.close(fd)
         return Entry.from_stat(up.final if up.parts else "", st)
 
+    def lstat(self, rel_path: str) -> Entry:
+        """Return metadata of the name itself: a symlink is described, not followed.
+
+        The parent is resolved like any path; the last component is stat-ed with
+        AT_SYMLINK_NOFOLLOW relative to the parent's descriptor.
+        """
+        up = self._parse("stat", rel_path, root_ok=True)
+        if not up.parts:
+            return self.stat(".")
+        _refuse_final_dotdot(up, "stat")
+        parent = self._open_parent(up, "stat")
+        try:
+            st = os.stat(up.final, dir_fd=parent, follow_symlinks=False)
+        except OSError as exc:
+            raise self._error("stat", up, exc) from exc
+        finally:
+            os.close(parent)
+        return Entry.from_stat(up.final, st)
+
     def list_dir(self, rel_path: str = ".") -> list[Entry]:
         """List a directory; each entry is lstat-ed relative to its descriptor.
 
@@ -243,12 +262,16 @@ class Root:
             reason = "a file name cannot end in '/'"
             raise IsADirectoryPathError("write", rel_path, reason)
         _refuse_final_dotdot(up, "write")
-        parent = self._open_parent(up, "write", make_parents=make_parents)
+        if make_parents:
+            parent, made = self._open_or_make_parent(up, "write")
+        else:
+            parent, made = self._open_parent(up, "write"), []
         try:
             self._check_write_target(up, parent, exclusive)
-            return AtomicWriter(self, up, parent, exclusive)
+            return AtomicWriter(self, up, parent, exclusive, made)
         except BaseException:
             os.close(parent)
+            self._remove_made(made)
             raise
 
     def write_bytes(
@@ -276,14 +299,19 @@ class Root:
         """
         up = self._parse("mkdir", rel_path)
         _refuse_final_dotdot(up, "mkdir")
-        parent = self._open_parent(up, "mkdir", make_parents=parents)
+        if parents:
+            parent, made = self._open_or_make_parent(up, "mkdir")
+        else:
+            parent, made = self._open_parent(up, "mkdir"), []
         try:
             os.mkdir(up.final, _NEW_DIR_MODE, dir_fd=parent)
         except FileExistsError as exc:
             st = os.stat(up.final, dir_fd=parent, follow_symlinks=False)
             if not (exist_ok and stat.S_ISDIR(st.st_mode)):
+                self._remove_made(made)
                 raise self._error("mkdir", up, exc) from exc
         except OSError as exc:
+            self._remove_made(made)
             raise self._error("mkdir", up, exc) from exc
         finally:
             os.close(parent)
@@ -374,36 +402,65 @@ class Root:
         except OSError as exc:
             raise self._error(op, up, exc) from exc
 
-    def _open_parent(
-        self, up: UserPath, op: str, *, make_parents: bool = False
-    ) -> int:
+    def _open_parent(self, up: UserPath, op: str) -> int:
         parent = UserPath(up.text, up.parent_parts, True)
-        try:
-            return self._open_path(parent, _DIR_FLAGS, op=op)
-        except PathError as exc:
-            if not (make_parents and _is_missing(exc)):
-                raise
-        self._make_dirs(up)
         return self._open_path(parent, _DIR_FLAGS, op=op)
 
-    def _make_dirs(self, up: UserPath) -> None:
+    def _open_or_make_parent(
+        self, up: UserPath, op: str
+    ) -> tuple[int, list[tuple[str, ...]]]:
+        """Open the parent, creating missing folders; return (fd, folders made).
+
+        Missing folders are only created for a path without `..`: with `..` the
+        folders made on the way would not be the parent that the path names, and
+        a refused request must leave nothing behind.
+        """
+        try:
+            return self._open_parent(up, op), []
+        except PathError as exc:
+            if not _is_missing(exc) or ".." in up.parent_parts:
+                raise
+        made = self._make_dirs(up)
+        try:
+            return self._open_parent(up, op), made
+        except BaseException:
+            self._remove_made(made)
+            raise
+
+    def _make_dirs(self, up: UserPath) -> list[tuple[str, ...]]:
         # Create the parent folders one at a time; each mkdirat runs in a directory
         # that was itself opened through the resolver, so no step can leave the root.
-        for depth in range(1, len(up.parent_parts) + 1):
-            step = UserPath(up.text, up.parent_parts[:depth], True)
-            if step.final == "..":
-                continue
-            parent = self._open_path(
-                UserPath(up.text, step.parent_parts, True),
-                _DIR_FLAGS,
-                op="mkdir",
-            )
+        made: list[tuple[str, ...]] = []
+        try:
+            for depth in range(1, len(up.parent_parts) + 1):
+                step = UserPath(up.text, up.parent_parts[:depth], True)
+                parent = self._open_parent(step, "mkdir")
+                try:
+                    os.mkdir(step.final, _NEW_DIR_MODE, dir_fd=parent)
+                    made.append(step.parts)
+                except FileExistsError:
+                    continue
+                except OSError as exc:
+                    raise self._error("mkdir", up, exc) from exc
+                finally:
+                    os.close(parent)
+        except BaseException:
+            self._remove_made(made)
+            raise
+        return made
+
+    def _remove_made(self, made: list[tuple[str, ...]]) -> None:
+        """Remove folders this request created, deepest first, if still empty."""
+        for parts in reversed(made):
+            up = UserPath("/".join(parts), parts, False)
             try:
-                os.mkdir(step.final, _NEW_DIR_MODE, dir_fd=parent)
-            except FileExistsError:
+                parent = self._open_parent(up, "delete")
+            except PathError:
                 continue
-            except OSError as exc:
-                raise self._error("mkdir", up, exc) from exc
+            try:
+                os.rmdir(up.final, dir_fd=parent)
+            except OSError:
+                pass  # Someone put something there meanwhile: it stays.
             finally:
                 os.close(parent)
 
@@ -547,12 +604,19 @@ class AtomicWriter:
     """
 
     def __init__(
-        self, root: Root, up: UserPath, parent_fd: int, exclusive: bool
+        self,
+        root: Root,
+        up: UserPath,
+        parent_fd: int,
+        exclusive: bool,
+        made_dirs: list[tuple[str, ...]] | None = None,
     ) -> None:
         self._root = root
         self._up = up
         self._parent = parent_fd
         self._exclusive = exclusive
+        # Folders created for this write; an abort removes them again if empty.
+        self._made_dirs = made_dirs or []
         self._tmp = f"{STAGING_PREFIX}{secrets.token_hex(12)}"
         self.size = 0
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -592,6 +656,7 @@ class AtomicWriter:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp, dir_fd=self._parent)
         self._close_all()
+        self._root._remove_made(self._made_dirs)
 
     def __enter__(self) -> Self:
         return self

@@ -122,8 +122,13 @@ class DirectorySpace:
 
     def list(self, rel_path: str, cursor: str | None, limit: int) -> ListPage:
         """List a folder, paging by name after `cursor`."""
-        entries = sorted(self.root.list_dir(rel_path or "."), key=lambda e: e.name)
-        prefix = _display_prefix(rel_path)
+        top = rel_path.strip("/") in ("", ".")
+        entries = sorted(
+            (e for e in self.root.list_dir("." if top else rel_path)
+             if _is_addressable(e.name)),
+            key=lambda e: e.name,
+        )
+        prefix = "" if top else _display_path(rel_path) + "/"
         return paginate(
             (_meta_of(prefix + e.name, e) for e in entries), cursor, limit
         )
@@ -131,12 +136,12 @@ class DirectorySpace:
     def meta(self, rel_path: str) -> FileMeta:
         """Describe one file or folder (following links as the policy allows)."""
         entry = self.root.stat(rel_path)
-        return _meta_of(rel_path.strip("/") or ".", entry)
+        return _meta_of(_display_path(rel_path), entry)
 
     def open(self, rel_path: str) -> tuple[ReadHandle, FileMeta]:
         """Open a regular file; the metadata comes from the opened descriptor."""
         handle = self.root.open_read(rel_path)
-        return handle, _meta_of(rel_path, handle.entry)
+        return handle, _meta_of(_display_path(rel_path), handle.entry)
 
     def writer(self, rel_path: str, *, exclusive: bool) -> SpaceWriter:
         """Start an atomic upload (parents created through the root)."""
@@ -150,7 +155,7 @@ class DirectorySpace:
         """Create a folder and its missing parents."""
         self._check_writable("create a folder in", rel_path)
         self.root.mkdir(rel_path, parents=True)
-        return self.meta(rel_path)
+        return _meta_of(_display_path(rel_path), self.root.lstat(rel_path))
 
     def delete(self, rel_path: str) -> None:
         """Remove a file, a link itself, or an empty folder."""
@@ -161,7 +166,8 @@ class DirectorySpace:
         """Move within the space; refuses to replace unless `overwrite`."""
         self._check_writable("move in", src)
         self.root.rename(src, dst, overwrite=overwrite)
-        return _meta_of(dst, self.root.stat(dst))
+        # lstat: a moved symlink is described as the link it is, not followed.
+        return _meta_of(_display_path(dst), self.root.lstat(dst))
 
     def _check_writable(self, action: str, rel_path: str) -> None:
         if not self.writable:
@@ -182,7 +188,7 @@ class _DirectoryWriter:
 
     def commit(self) -> tuple[FileMeta, bool]:
         entry, created = self._writer.commit()
-        return _meta_of(self._rel_path, entry), created
+        return _meta_of(_display_path(self._rel_path), entry), created
 
     def abort(self) -> None:
         self._writer.abort()
@@ -236,9 +242,8 @@ def guess_content_type(name: str) -> str:
     return guessed
 
 
-def _meta_of(rel_path: str, entry: Entry) -> FileMeta:
-    path = rel_path.strip("/")
-    name = entry.name or path.rsplit("/", 1)[-1]
+def _meta_of(path: str, entry: Entry) -> FileMeta:
+    name = path.rsplit("/", 1)[-1] if path else ""
     return FileMeta(
         name=name,
         path=path,
@@ -250,6 +255,20 @@ def _meta_of(rel_path: str, entry: Entry) -> FileMeta:
     )
 
 
-def _display_prefix(rel_path: str) -> str:
-    trimmed = rel_path.strip("/")
-    return "" if trimmed in ("", ".") else trimmed + "/"
+def _display_path(rel_path: str) -> str:
+    """Return the path as answers show it: no `.` parts, no repeated slashes.
+
+    `..` stays: in a directory space it is resolved on disk, where a symlink can
+    give it another meaning than the text suggests, so we do not rewrite it.
+    """
+    return "/".join(p for p in rel_path.split("/") if p not in ("", "."))
+
+
+def _is_addressable(name: str) -> bool:
+    # A name that is not valid UTF-8 (os.listdir hands it over with surrogate
+    # escapes) cannot be sent back in a request path, and would break JSON.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
