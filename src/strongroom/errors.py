@@ -31,6 +31,7 @@ nothing else maps errors to status codes.
     ├── IncompleteUploadError      the client left before the body ended (400)
     ├── PreconditionFailedError    a conditional request's condition is false (412)
     ├── LimitExceededError         a size limit was crossed (413)
+    ├── TooManyRequestsError       too many failed logins; wait (429)
     └── ConfigError                a setting is wrong; start-up stops
 """
 
@@ -61,6 +62,7 @@ __all__ = [
     "StorageError",
     "StrongroomError",
     "SymlinkRefusedError",
+    "TooManyRequestsError",
     "UserError",
     "UserExistsError",
     "UserNotFoundError",
@@ -180,6 +182,14 @@ class PreconditionFailedError(StrongroomError):
 
 class LimitExceededError(StrongroomError):
     """A configured size limit was crossed."""
+
+
+class TooManyRequestsError(StrongroomError):
+    """Too many recent failures; `retry_after` says how many seconds to wait."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ConfigError(StrongroomError):

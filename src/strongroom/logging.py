@@ -45,7 +45,9 @@ _KEYS = "password|passwd|secret|access_token|refresh_token|token|authorization|c
 # Every pattern below starts with one of these words, so a text without any of
 # them needs no redaction.
 _TRIGGER = re.compile(rf"(?i)eyJ|bearer|basic|\$argon2|{_KEYS}")
-_NEEDS_QUOTES = re.compile(r"[\s'\"=]")
+# Whitespace, quotes and '=' would break key=value parsing; control characters
+# (ESC, BEL, NUL, C1...) could rewrite the reader's terminal. repr() escapes them.
+_NEEDS_QUOTES = re.compile(r"[\s'\"=\x00-\x1f\x7f-\x9f]")
 _PATTERNS = [
     # A JWS in compact form: base64url JSON header ("eyJ" is '{"'), two dots.
     (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), REDACTED),

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from strongroom.api.deps import get_services
 from strongroom.api.schemas import TokenOut
 from strongroom.api.services import Services
+from strongroom.auth.passwords import MAX_CONCURRENT_HASHES
 
 __all__ = ["router"]
 
@@ -19,6 +20,9 @@ router = APIRouter(tags=["auth"])
 # characters is refused by the hasher anyway, and a huge name is never a user.
 MAX_USERNAME_CHARS = 256
 MAX_PASSWORD_CHARS = 1024
+# Logins hashing at once in this process; the same bound as the hasher's own
+# (MAX_CONCURRENT_HASHES), applied before a worker thread is taken.
+_hashing_slots = anyio.Semaphore(MAX_CONCURRENT_HASHES)
 
 
 @router.post(
@@ -38,7 +42,11 @@ async def issue_token(
     The answer and its timing are the same whether the user exists or not.
     """
     request.state.op = "login"
-    token, expires_in = await anyio.to_thread.run_sync(
-        services.login, username, password
-    )
+    client = request.client.host if request.client else "unknown"
+    # Waiting for a hashing slot happens here, in the event loop, so a burst of
+    # logins never holds the worker threads that every other route needs.
+    async with _hashing_slots:
+        token, expires_in = await anyio.to_thread.run_sync(
+            services.login, username, password, client
+        )
     return TokenOut(access_token=token, expires_in=expires_in)

@@ -54,9 +54,17 @@ _ACTIVE_TYPES = frozenset({
     "text/xsl",
     "application/wasm",
     "multipart/x-mixed-replace",
+    "multipart/related",
+    "message/rfc822",
+    "application/x-mimearchive",
+    "application/hta",
+    "application/x-shockwave-flash",
+    "text/cache-manifest",
 })
 
-_SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# At most 19 digits on either side: a larger number cannot be a byte offset, and
+# Python refuses to parse integers of over 4,300 digits at all.
+_SINGLE_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 # Characters RFC 8187 lets stand unencoded in an ext-value (attr-char).
 _ATTR_CHAR_SAFE = "!#$&+-.^_`|~"
 

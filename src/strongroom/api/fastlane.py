@@ -56,7 +56,7 @@ class DownloadFastLane:
         try:
             user = authenticate_header(self.services, headers.pop("authorization", []))
             state["user_id"] = user.id
-            response = open_download(
+            response = await open_download(
                 self.services, user, space, path, _single(headers), scope["method"]
             )
         except errors.StrongroomError as exc:

@@ -103,10 +103,12 @@ async def download(
     folder is a 409 (list it with `/list/{path}`).
     """
     _record(request.scope.setdefault("state", {}), "download", space, path)
-    return open_download(services, user, space, path, request.headers, request.method)
+    return await open_download(
+        services, user, space, path, request.headers, request.method
+    )
 
 
-def open_download(
+async def open_download(
     services: Services,
     user: User,
     space: str,
@@ -122,17 +124,23 @@ def open_download(
     sp = services.spaces.get(user, space)
     if path in ("", "/", "."):
         # The space itself has no file content: answer with its first page of
-        # entries, the same JSON as `/list`. A named folder stays a 409.
-        return _listing_response(sp, path)
+        # entries, the same JSON as `/list`. A named folder stays a 409. Listing
+        # a big folder takes a while, so it runs in a worker thread.
+        return await anyio.to_thread.run_sync(_listing_response, sp, path)
     handle, meta = sp.open(path)
-    info = FileInfo(
-        name=meta.name,
-        size=handle.entry.size,
-        mtime_ns=meta.mtime_ns,
-        etag=meta.etag,
-        content_type=meta.content_type or "application/octet-stream",
-    )
-    return FileResponse(handle, info, headers, method=method)
+    try:
+        info = FileInfo(
+            name=meta.name,
+            size=handle.entry.size,
+            mtime_ns=meta.mtime_ns,
+            etag=meta.etag,
+            content_type=meta.content_type or "application/octet-stream",
+        )
+        return FileResponse(handle, info, headers, method=method)
+    except BaseException:
+        # The response owns the descriptor only once it exists.
+        handle.close()
+        raise
 
 
 @router.put(

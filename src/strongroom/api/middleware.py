@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -16,13 +17,19 @@ __all__ = ["AccessLogMiddleware", "RawPathMiddleware"]
 
 access_log = logging.getLogger("strongroom.access")
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Every answer, JSON included, is what it says it is.
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+
 
 class RawPathMiddleware:
-    """Refuse a request whose path does not percent-decode to valid UTF-8.
+    """Refuse a path that is not valid UTF-8 or holds control characters.
 
     Starlette decodes with replacement characters, which would turn an overlong
     `%c0%ae` into U+FFFD and hide that the client sent an invalid sequence; we look
-    at the raw bytes instead and answer 400, before any route sees the path.
+    at the raw bytes instead. Control characters (a decoded `%0a`, say) never
+    belong in a path, and the router would answer them with a bare 404. Both get
+    the same 400 on every route, before any route sees the path.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -31,20 +38,28 @@ class RawPathMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             raw = scope.get("raw_path") or scope["path"].encode("utf-8")
-            try:
-                unquote_to_bytes(raw.split(b"?", 1)[0]).decode("utf-8")
-            except UnicodeDecodeError:
-                response = problem_response(
-                    400, "invalid_path", "the request path is not valid UTF-8 "
-                    "once percent-decoded"
-                )
+            problem = _path_problem(unquote_to_bytes(raw.split(b"?", 1)[0]))
+            if problem:
+                response = problem_response(400, "invalid_path", problem)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
+def _path_problem(decoded: bytes) -> str | None:
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the request path is not valid UTF-8 once percent-decoded"
+    if _CONTROL.search(text):
+        return "control characters (such as NUL or a line break) are not accepted"
+    return None
+
+
 class AccessLogMiddleware:
     """Write one structured line per request; never the query string or headers.
+
+    It also adds `X-Content-Type-Options: nosniff` to answers that lack it.
 
     The line names the route's operation, space and root-relative path (recorded by
     the route in `request.state`), the user id, status, bytes and duration. Query
@@ -66,6 +81,9 @@ class AccessLogMiddleware:
         async def record(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
+                headers = list(message.get("headers", ()))
+                if not any(k.lower() == _NOSNIFF[0] for k, _ in headers):
+                    message["headers"] = [*headers, _NOSNIFF]
             elif message["type"] == "http.response.body":
                 seen["bytes_out"] += len(message.get("body", b""))
             await send(message)

@@ -8,6 +8,7 @@ terms of the user's own path; host paths, tracebacks and SQL never reach a clien
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -54,6 +55,7 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.IncompleteUploadError: (400, "upload_incomplete"),
     errors.PreconditionFailedError: (412, "precondition_failed"),
     errors.LimitExceededError: (413, "too_large"),
+    errors.TooManyRequestsError: (429, "too_many_requests"),
     errors.StorageError: (500, "storage_error"),
     errors.ConfigError: (500, "config_error"),
 }
@@ -135,6 +137,8 @@ def strongroom_error_response(exc: errors.StrongroomError) -> JSONResponse:
         return problem_response(status, code, str(exc))
     if status == 401:
         log.warning("auth_refused", extra={"reason": str(exc)})
+    if isinstance(exc, errors.TooManyRequestsError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return problem_response(status, code, str(exc), headers)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from strongroom.storage.spaces import FileMeta
 
@@ -74,7 +74,7 @@ class MoveIn(BaseModel):
 
     from_: str = Field(alias="from", max_length=4095)
     to: str = Field(max_length=4095)
-    overwrite: bool = False
+    overwrite: StrictBool = False
 
 
 def iso_time(mtime_ns: int) -> str:

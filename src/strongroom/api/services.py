@@ -12,6 +12,7 @@ from strongroom.auth import (
     TokenAuthority,
     load_or_create_secret,
 )
+from strongroom.auth.throttle import LoginThrottle
 from strongroom.config import Settings
 from strongroom.errors import AuthError
 from strongroom.storage import MetadataStore, User, open_metadata_store
@@ -43,6 +44,7 @@ class Services:
     spaces: SpaceRegistry
     tokens: TokenAuthority
     passwords: PasswordHasher
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     _verified: dict[str, AccessClaims] = field(default_factory=dict)
 
     @classmethod
@@ -66,17 +68,23 @@ class Services:
         tokens = TokenAuthority(load_or_create_secret(data_dir))
         return cls(settings, meta, blobs, spaces, tokens, PasswordHasher())
 
-    def login(self, user_name: str, password: str) -> tuple[str, int]:
+    def login(
+        self, user_name: str, password: str, client: str = "unknown"
+    ) -> tuple[str, int]:
         """Check a password and issue an access token; return (token, expires_in).
 
-        Raises `AuthError` with one message for every failure.
+        Raises `AuthError` with one message for every failure, and
+        `TooManyRequestsError` while the name or the client address must wait.
         """
+        self.throttle.check(user_name, client)
         user = self.meta.get_user_by_name(user_name)
         stored = user.password_hash if user is not None and user.active else None
         check = self.passwords.verify(stored, password)
         if user is None or not check.ok:
+            self.throttle.failed(user_name, client)
             log.warning("login_failed", extra={"reason": "bad_credentials"})
             raise AuthError(_LOGIN_FAILED)
+        self.throttle.succeeded(user_name)
         if check.needs_rehash:
             new_hash = self.passwords.hash(password)
             self.meta.set_password(user.id, new_hash, revoke_tokens=False)
@@ -96,9 +104,9 @@ class Services:
             self._remember(token, claims)
         user = self.meta.get_user_by_id(claims.user_id)
         if user is None or not user.active:
-            raise AuthError("bearer token refused: the user no longer exists")
+            raise AuthError("access token refused: the user no longer exists")
         if claims.is_revoked_by(user.tokens_valid_after):
-            raise AuthError("bearer token refused: it was revoked")
+            raise AuthError("access token refused: it was revoked")
         return user
 
     def _remember(self, token: str, claims: AccessClaims) -> None:

@@ -164,9 +164,9 @@ class TokenAuthority:
             AuthError: for any failure, with a short reason; never another error.
         """
         if not isinstance(token, str):
-            raise AuthError("bearer token refused: the token is malformed")
+            raise AuthError("access token refused: the token is malformed")
         if len(token) > MAX_TOKEN_BYTES:
-            raise AuthError("bearer token refused: the token is too long")
+            raise AuthError("access token refused: the token is too long")
         return self._verify_unbounded(token)
 
     def _verify_unbounded(self, token: str) -> AccessClaims:
@@ -183,7 +183,7 @@ class TokenAuthority:
         except AuthError:
             raise
         except jwt.PyJWTError as exc:
-            raise AuthError(f"bearer token refused: {_jwt_reason(exc)}") from None
+            raise AuthError(f"access token refused: {_jwt_reason(exc)}") from None
         except (
             ValueError,
             TypeError,
@@ -192,7 +192,7 @@ class TokenAuthority:
             UnicodeError,
             binascii.Error,
         ):
-            raise AuthError("bearer token refused: the token is malformed") from None
+            raise AuthError("access token refused: the token is malformed") from None
         return _claims_from(payload)
 
 
@@ -223,14 +223,14 @@ def _check_structure(token: str) -> dict[str, object]:
     Returns the claims, unverified: only their JSON types have been checked.
     """
     if not token.isascii():
-        raise AuthError("bearer token refused: the token is malformed")
+        raise AuthError("access token refused: the token is malformed")
     segments = token.split(".")
     if len(segments) != 3 or not all(_is_canonical_b64url(s) for s in segments):
-        raise AuthError("bearer token refused: the token is malformed")
+        raise AuthError("access token refused: the token is malformed")
 
     header = _decode_json_object(segments[0])
     if header != _HEADER:
-        raise AuthError("bearer token refused: the token header is not accepted")
+        raise AuthError("access token refused: the token header is not accepted")
     payload = _decode_json_object(segments[1])
     _check_claim_types(payload)
     return payload
@@ -239,19 +239,19 @@ def _check_structure(token: str) -> dict[str, object]:
 def _check_claim_types(payload: dict[str, object]) -> None:
     for name in (*_REQUIRED_CLAIMS, "iat_us"):
         if name not in payload:
-            raise AuthError(f"bearer token refused: the token lacks the {name!r} claim")
+            raise AuthError(f"access token refused: the token lacks the {name!r} claim")
     for name in _TIME_CLAIMS:
         value = payload.get(name, 0)
         # bool is an int in Python, but `true` is no time in JSON.
         limit = _MAX_SECONDS * 1_000_000 if name == "iat_us" else _MAX_SECONDS
         if type(value) is not int or not 0 <= value <= limit:
-            raise AuthError(f"bearer token refused: claim {name!r} is not a time")
+            raise AuthError(f"access token refused: claim {name!r} is not a time")
     for name in ("jti", "aud"):
         if not isinstance(payload[name], str):
-            raise AuthError(f"bearer token refused: claim {name!r} is not a string")
+            raise AuthError(f"access token refused: claim {name!r} is not a string")
     sub = payload["sub"]
     if not isinstance(sub, str) or _USER_ID.fullmatch(sub) is None:
-        raise AuthError("bearer token refused: claim 'sub' is not a user id")
+        raise AuthError("access token refused: claim 'sub' is not a user id")
 
 
 def _claims_from(payload: dict[str, object]) -> AccessClaims:

@@ -16,6 +16,7 @@ round trips on PostgreSQL.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Mapping
 
@@ -58,6 +59,7 @@ def create_store_engine(database_url: str) -> Engine:
         raise ConfigError("database_url cannot be parsed as a database URL") from None
 
     if url.get_backend_name() == "sqlite" and url.database:
+        _make_private(url.database)
         engine = create_engine(url, connect_args={"check_same_thread": False}, **_POOL)
         event.listen(engine, "connect", _prepare_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite)
@@ -83,6 +85,26 @@ def create_read_engine(engine: Engine) -> Engine:
     if engine.dialect.name == "sqlite":
         return engine
     return create_engine(engine.url, isolation_level="AUTOCOMMIT", **_POOL)
+
+
+def _make_private(db_path: str) -> None:
+    """Create the SQLite file with mode 0600, or tighten it, before SQLite opens it.
+
+    The file holds password hashes. SQLite gives its -wal and -shm files the mode
+    of the database file, so one check here covers all three.
+    """
+    if db_path == ":memory:" or db_path.startswith("file:"):
+        return
+    try:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(db_path, flags, 0o600)
+    except OSError:
+        return  # SQLite reports a missing folder or permission problem itself.
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def read_options(engine: Engine) -> Mapping[str, object]:

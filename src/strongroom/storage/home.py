@@ -16,7 +16,6 @@ from strongroom.errors import (
     InvalidPathError,
     IsADirectoryPathError,
     NotADirectoryPathError,
-    PathError,
     PathExistsError,
     PathNotFoundError,
     StorageError,
@@ -32,7 +31,11 @@ from strongroom.storage.spaces import (
     guess_content_type,
 )
 
-__all__ = ["HomeSpace"]
+__all__ = ["BLOB_RACE_RETRIES", "HomeSpace"]
+
+# Each retry follows a replace that committed between our row read and blob open;
+# three in a row means the file is being replaced faster than it can be read.
+BLOB_RACE_RETRIES = 3
 
 
 class HomeSpace:
@@ -81,18 +84,20 @@ class HomeSpace:
     def open(self, rel_path: str) -> tuple[ReadHandle, FileMeta]:
         """Open a file's blob for reading."""
         key = _file_key("read", rel_path)
-        row = self._meta.get_file(self.owner_id, key)
-        if row is None:
-            entry = self._meta.get_entry(self.owner_id, key)
-            if entry is not None and entry.kind == "dir":
-                raise IsADirectoryPathError("read", rel_path, "it is a folder")
-            raise PathNotFoundError("read", rel_path, "no such file")
-        try:
-            handle = self._blobs.open_blob(row.blob_id)
-        except PathError as exc:
-            reason = f"the stored bytes of file {row.id} are missing"
-            raise StorageError(reason) from exc
-        return handle, _file_meta(row)
+        # A replace commits the new row, then deletes the old blob: a reader that
+        # read the old row may find its blob gone, and reads the row again.
+        for _ in range(BLOB_RACE_RETRIES):
+            row = self._meta.get_file(self.owner_id, key)
+            if row is None:
+                entry = self._meta.get_entry(self.owner_id, key)
+                if entry is not None and entry.kind == "dir":
+                    raise IsADirectoryPathError("read", rel_path, "it is a folder")
+                raise PathNotFoundError("read", rel_path, "no such file")
+            try:
+                return self._blobs.open_blob(row.blob_id), _file_meta(row)
+            except PathNotFoundError:
+                continue
+        raise StorageError(f"the stored bytes of {rel_path!r} kept vanishing")
 
     def writer(self, rel_path: str, *, exclusive: bool) -> _HomeWriter:
         """Start an upload; it becomes visible on `commit`."""

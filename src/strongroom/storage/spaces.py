@@ -209,7 +209,7 @@ def paginate(metas: Iterable[FileMeta], cursor: str | None, limit: int) -> ListP
 
 def encode_cursor(name: str) -> str:
     """Encode the last name of a page as an opaque cursor."""
-    raw = name.encode("utf-8", "surrogateescape")
+    raw = name.encode("utf-8")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
@@ -220,7 +220,7 @@ def decode_cursor(cursor: str) -> str:
         raw = base64.b64decode(padded, altchars=b"-_", validate=True)
         if not raw:
             raise ValueError("empty cursor")
-        return raw.decode("utf-8", "surrogateescape")
+        return raw.decode("utf-8")
     except (binascii.Error, ValueError):
         raise InvalidPathError("list", cursor[:64], "the cursor is not valid") from None
 

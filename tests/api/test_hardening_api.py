@@ -1,0 +1,92 @@
+"""Answers to hostile requests found by trying the product as a new user would."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from live_server import LiveServer
+
+API = "/api/v1"
+
+
+def open_fds(server: LiveServer) -> int:
+    assert server.pid is not None
+    return len(os.listdir(f"/proc/{server.pid}/fd"))
+
+
+@pytest.mark.parametrize(
+    "range_header",
+    ["bytes=" + "9" * 4400 + "-", "bytes=0-" + "9" * 4400, "bytes=-" + "9" * 4400],
+    ids=["huge-start", "huge-end", "huge-suffix"],
+)
+def test_a_range_with_a_huge_number_is_ignored_and_leaks_no_descriptor(
+    server: LiveServer, space: str, range_header: str
+) -> None:
+    server.put(space, "a.txt", b"0123456789")
+    before = open_fds(server)
+
+    replies = [
+        server.request("GET", f"{API}/spaces/{space}/files/a.txt",
+                       headers={"Range": range_header})
+        for _ in range(20)
+    ]
+
+    assert {r.status for r in replies} == {200}
+    assert replies[0].body == b"0123456789"
+    assert open_fds(server) <= before + 2
+
+
+@pytest.mark.parametrize("route", ["list", "meta", "files", "dirs"])
+def test_a_control_character_in_any_path_is_a_400_problem(
+    server: LiveServer, route: str
+) -> None:
+    method = "POST" if route == "dirs" else "GET"
+
+    reply = server.request(method, f"{API}/spaces/lab/{route}/a%0ab")
+
+    assert reply.status == 400
+    assert reply.header("Content-Type") == "application/problem+json"
+
+
+def test_control_characters_reach_the_log_escaped(server: LiveServer) -> None:
+    server.request("GET", f"{API}/spaces/lab%1b%5d0%3bTITLE%07/files/x", token=None)
+
+    log = server.log_text()
+
+    assert "\x1b" not in log
+    assert "\x07" not in log
+
+
+def test_json_answers_carry_nosniff(server: LiveServer) -> None:
+    reply = server.request("GET", f"{API}/spaces")
+
+    assert reply.header("X-Content-Type-Options") == "nosniff"
+
+
+@pytest.mark.parametrize("cursor", ["_w", "ZZZZ", "!!!!"])
+def test_a_cursor_that_is_not_utf8_text_is_a_400(
+    server: LiveServer, space: str, cursor: str
+) -> None:
+    reply = server.request("GET", f"{API}/spaces/{space}/list?cursor={cursor}")
+
+    assert reply.status == 400
+
+
+def test_repeated_wrong_passwords_get_429_with_retry_after(
+    live_server: LiveServer,
+) -> None:
+    """The server trusts X-Forwarded-For from loopback (uvicorn's default), so
+    this test's failures count against an address no other test uses."""
+    form = b"username=carol-nobody&password=wrong-password"
+    headers = {"Content-Type": "application/x-www-form-urlencoded",
+               "X-Forwarded-For": "198.51.100.7"}
+    replies = [
+        live_server.request("POST", f"{API}/token", body=form, headers=headers,
+                            token=None)
+        for _ in range(8)
+    ]
+
+    assert replies[0].status == 401
+    assert replies[-1].status == 429
+    assert int(replies[-1].header("Retry-After") or "0") >= 1
