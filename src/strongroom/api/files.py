@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Annotated
 
@@ -254,9 +256,15 @@ def _check_declared_length(request: Request, limit: int) -> None:
 async def _receive(
     request: Request, writer: SpaceWriter, limit: int
 ) -> tuple[FileMeta, bool]:
-    """Stream the body into `writer`; abort on any failure, commit at the end."""
-    batch = bytearray()
-    received = 0
+    """Stream the body into `writer`; abort on any failure, commit at the end.
+
+    Chunks are gathered into batches of `WRITE_BATCH_BYTES`; each batch is written
+    in a worker thread while the next one arrives from the socket, so the network
+    and the disk work at the same time and an upload holds at most two batches.
+    """
+    batch: list[bytes] = []
+    batch_bytes = received = 0
+    pending: asyncio.Task[None] | None = None
     try:
         async for chunk in request.stream():
             received += len(chunk)
@@ -265,19 +273,38 @@ async def _receive(
                     f"upload refused: the body is over the {limit}-byte limit; "
                     "raise max_upload_bytes or split the file"
                 )
-            batch += chunk
-            if len(batch) >= WRITE_BATCH_BYTES:
-                await anyio.to_thread.run_sync(writer.write, bytes(batch))
-                batch.clear()
+            batch.append(chunk)
+            batch_bytes += len(chunk)
+            if batch_bytes >= WRITE_BATCH_BYTES:
+                if pending is not None:
+                    await pending
+                pending = _write_soon(writer, b"".join(batch))
+                batch, batch_bytes = [], 0
+        if pending is not None:
+            await pending
         if batch:
-            await anyio.to_thread.run_sync(writer.write, bytes(batch))
+            await anyio.to_thread.run_sync(writer.write, b"".join(batch))
         return await anyio.to_thread.run_sync(writer.commit)
     except ClientDisconnect:
+        await _settle(pending)
         await anyio.to_thread.run_sync(writer.abort)
         raise IncompleteUploadError(
             f"the client closed the connection after {received} bytes; nothing "
             "was stored"
         ) from None
     except BaseException:
+        await _settle(pending)
         await anyio.to_thread.run_sync(writer.abort)
         raise
+
+
+def _write_soon(writer: SpaceWriter, data: bytes) -> asyncio.Task[None]:
+    return asyncio.ensure_future(anyio.to_thread.run_sync(writer.write, data))
+
+
+async def _settle(pending: asyncio.Task[None] | None) -> None:
+    # Let a write in flight finish before the writer is aborted; its own error,
+    # if any, is beside the point now.
+    if pending is not None:
+        with contextlib.suppress(BaseException):
+            await pending

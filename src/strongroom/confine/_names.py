@@ -16,6 +16,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
     "MAX_PATH_DEPTH",
+    "STAGING_PREFIX",
     "UserPath",
     "parse_user_path",
 ]
@@ -29,6 +30,10 @@ MAX_PATH_BYTES = 4095
 # every level costs a syscall per request in the walk and a folder per upload
 # that creates missing parents: deeper paths are refused rather than served.
 MAX_PATH_DEPTH = 256
+
+# Temporary files of in-flight writes start with this prefix. Listings hide them and
+# the name rules refuse them, so a user can neither see nor race a staging file.
+STAGING_PREFIX = ".~sr-"
 
 # C0 controls, DEL and C1 controls: they break logs and headers and never belong in a
 # file name that people type. NUL is among them.
@@ -124,6 +129,9 @@ def _check_parts(op: str, rel_path: str, parts: tuple[str, ...]) -> None:
         depth = depth - 1 if part == ".." else depth + 1
         if depth < 0:
             raise PathEscapeError(op, rel_path, "'..' would climb above the space")
+        if part.startswith(STAGING_PREFIX):
+            reason = f"names starting with {STAGING_PREFIX!r} are reserved"
+            raise InvalidPathError(op, rel_path, reason)
 
 
 def _printable(text: str) -> str:

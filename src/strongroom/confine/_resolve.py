@@ -36,6 +36,7 @@ from strongroom.confine._sys import (
     RESOLVE_NO_MAGICLINKS,
     RESOLVE_NO_SYMLINKS,
     RESOLVE_NO_XDEV,
+    mode_and_mount_id,
     mount_id,
     openat2,
 )
@@ -98,8 +99,8 @@ def open_walk(
 ) -> int:
     """Open `parts` beneath `root_fd` by walking one component at a time.
 
-    See the module's design note. Every object opened is checked to be on the
-    root's mount (same device and, where statx reports it, same mount id), which
+    See the module's design note. The object handed back is checked to be on the
+    root's mount (the mount id where statx reports it, else the device), which
     stands in for RESOLVE_NO_XDEV; symlink targets that are
     absolute are refused outright, which covers magic links such as /proc/self/root.
     """
@@ -110,7 +111,10 @@ def open_walk(
         while True:
             cur = stack[-1] if stack else root_fd
             if not pending:
-                return os.open(".", flags | os.O_CLOEXEC, dir_fd=cur)
+                # The path ended on a directory already entered (the root, or
+                # after a `..`): reopen it with the caller's flags.
+                return _checked(os.open(".", flags | os.O_CLOEXEC, dir_fd=cur),
+                                root_mount)
             name = pending.pop()
             if name == "..":
                 if not stack:
@@ -119,7 +123,7 @@ def open_walk(
                 continue
             if pending:
                 fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur)
-                if _enter_directory(fd, root_mount):
+                if _enter_directory(fd):
                     stack.append(fd)
                     continue
             else:
@@ -138,19 +142,20 @@ def open_walk(
             os.close(fd)
 
 
-def _enter_directory(fd: int, root_mount: tuple[int, int | None]) -> bool:
+def _enter_directory(fd: int) -> bool:
     """Decide what an O_PATH descriptor is: a directory to enter, or a symlink.
 
-    Closes `fd` unless it is a directory on the root's device. Raises ENOTDIR for
-    anything else and EXDEV for a directory on another device (a mount point).
+    Closes `fd` unless it is a directory. Raises ENOTDIR for anything else.
     """
-    st = os.fstat(fd)
-    if stat.S_ISDIR(st.st_mode) and same_mount(fd, st, root_mount):
+    # Only the type matters here. The mount is checked on the object the walk
+    # finally hands back (the file, or the parent of a name to act on), which is
+    # the only thing ever read or written: passing through a mount point on the
+    # way, then `..` back out of it, reaches nothing on the other mount.
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
         return True
     os.close(fd)
-    if stat.S_ISDIR(st.st_mode):
-        raise OSError(errno.EXDEV, "mount point beneath the root")
-    if stat.S_ISLNK(st.st_mode):
+    if stat.S_ISLNK(mode):
         return False
     raise OSError(errno.ENOTDIR, "not a directory")
 
@@ -169,12 +174,21 @@ def _open_final(
         if stat.S_ISLNK(st.st_mode):
             return -1
         raise
-    st = os.fstat(fd)
-    if stat.S_ISLNK(st.st_mode):
+    mode, mnt = mode_and_mount_id(fd)
+    if stat.S_ISLNK(mode):
         # Only O_PATH opens get here: they return the link itself.
         os.close(fd)
         return -1
-    if not same_mount(fd, st, root_mount):
+    return _checked(fd, root_mount, mnt)
+
+
+def _checked(
+    fd: int, root_mount: tuple[int, int | None], mnt: int | None = None
+) -> int:
+    """Return `fd` if it lives on the root's mount; else close it, raise EXDEV."""
+    if mnt is None:
+        mnt = mount_id(fd)
+    if not _on_root_mount(fd, mnt, root_mount):
         os.close(fd)
         raise OSError(errno.EXDEV, "mount point beneath the root")
     return fd
@@ -184,12 +198,22 @@ def same_mount(
     fd: int, st: os.stat_result, root_mount: tuple[int, int | None]
 ) -> bool:
     """Tell whether `fd` is on the root's mount (device, and mount id if known)."""
-    dev, mnt = root_mount
-    return st.st_dev == dev and (mnt is None or mount_id(fd) == mnt)
+    return st.st_dev == root_mount[0] and _on_root_mount(fd, None, root_mount)
+
+
+def _on_root_mount(
+    fd: int, mnt: int | None, root_mount: tuple[int, int | None]
+) -> bool:
+    # The mount id identifies a mount exactly; without statx, fall back to the
+    # device number, which cannot see a bind mount from the same file system.
+    root_dev, root_mnt = root_mount
+    if root_mnt is not None:
+        return (mnt if mnt is not None else mount_id(fd)) == root_mnt
+    return os.fstat(fd).st_dev == root_dev
 
 
 def root_mount_of(fd: int) -> tuple[int, int | None]:
-    """Return what `_same_mount` compares against for the root at `fd`."""
+    """Return what `same_mount` compares against for the root at `fd`."""
     return os.fstat(fd).st_dev, mount_id(fd)
 
 

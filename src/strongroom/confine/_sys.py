@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
+import struct
+import threading
 
 __all__ = [
     "RENAME_NOREPLACE",
@@ -17,6 +20,7 @@ __all__ = [
     "RESOLVE_NO_SYMLINKS",
     "RESOLVE_NO_XDEV",
     "openat2",
+    "mode_and_mount_id",
     "mount_id",
     "openat2_available",
     "renameat2",
@@ -53,7 +57,12 @@ if _statx is not None:
         ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p
     ]
 _AT_EMPTY_PATH = 0x1000
+_STATX_TYPE = 0x1
+_STATX_MODE = 0x2
 _STATX_MNT_ID = 0x1000
+_STATX_WANTED = _STATX_TYPE | _STATX_MODE | _STATX_MNT_ID
+_STATX_MODE_OFFSET = 28
+_local = threading.local()
 # struct statx is 256 bytes; stx_mask is its first u32 and stx_mnt_id the u64 at
 # byte 144 (linux/stat.h).
 _STATX_SIZE = 256
@@ -69,15 +78,25 @@ class _OpenHow(ctypes.Structure):
 
 
 _HOW_SIZE = ctypes.c_size_t(ctypes.sizeof(_OpenHow))
+_NR_OPENAT2 = ctypes.c_long(_SYS_OPENAT2)
+
+
+@functools.lru_cache(maxsize=64)
+def _how(flags: int, mode: int, resolve: int) -> object:
+    # Building the struct and its pointer costs more than the syscall's own
+    # overhead; the few (flags, resolve) pairs we use are built once. Sharing one
+    # struct between threads is safe: the kernel only reads it.
+    how = _OpenHow(flags, mode, resolve)
+    pointer = ctypes.pointer(how)
+    pointer._keep = how  # type: ignore[attr-defined]
+    return pointer
 
 
 def openat2(dir_fd: int, path: bytes, flags: int, resolve: int, mode: int = 0) -> int:
     """Open `path` relative to `dir_fd` with openat2(2); raise `OSError` on failure."""
-    how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, resolve)
-    fd = _syscall(
-        ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), ctypes.c_char_p(path),
-        ctypes.byref(how), _HOW_SIZE,
-    )
+    how = _how(flags, mode if flags & os.O_CREAT else 0, resolve)
+    # A plain int travels as a C int and bytes as a char pointer: no wrappers.
+    fd = _syscall(_NR_OPENAT2, dir_fd, path, how, _HOW_SIZE)
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -104,16 +123,30 @@ def mount_id(fd: int) -> int | None:
     Two directories of one file system share st_dev even when one is a bind mount
     of the other, so only the mount id tells the walk that it crossed a mount.
     """
+    return mode_and_mount_id(fd)[1]
+
+
+def mode_and_mount_id(fd: int) -> tuple[int, int | None]:
+    """Return (st_mode, mount id or None) of `fd` in one statx(2) call."""
     if _statx is None:
-        return None
-    buf = ctypes.create_string_buffer(_STATX_SIZE)
-    if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_MNT_ID, buf) != 0:
-        return None
-    mask = int.from_bytes(buf.raw[0:4], "little")
+        return os.fstat(fd).st_mode, None
+    buf = _statx_buffer()
+    if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_WANTED, buf) != 0:
+        return os.fstat(fd).st_mode, None
+    mask, = struct.unpack_from("<I", buf, 0)
+    mode, = struct.unpack_from("<H", buf, _STATX_MODE_OFFSET)
     if not mask & _STATX_MNT_ID:
-        return None
-    start = _STATX_MNT_ID_OFFSET
-    return int.from_bytes(buf.raw[start:start + 8], "little")
+        return mode, None
+    mnt, = struct.unpack_from("<Q", buf, _STATX_MNT_ID_OFFSET)
+    return mode, mnt
+
+
+def _statx_buffer() -> ctypes.Array[ctypes.c_char]:
+    # One buffer per thread: statx writes into it, and threads must not share.
+    buf: ctypes.Array[ctypes.c_char] | None = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = ctypes.create_string_buffer(_STATX_SIZE)
+    return buf
 
 
 def openat2_available() -> bool:

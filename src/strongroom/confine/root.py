@@ -7,6 +7,7 @@ import errno
 import os
 import secrets
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -14,7 +15,7 @@ from typing import Literal, Self
 
 from strongroom.confine import _resolve
 from strongroom.confine._errors import path_error
-from strongroom.confine._names import UserPath, parse_user_path
+from strongroom.confine._names import STAGING_PREFIX, UserPath, parse_user_path
 from strongroom.confine._sys import RENAME_NOREPLACE, openat2_available, renameat2
 from strongroom.errors import (
     ConfigError,
@@ -44,9 +45,6 @@ EntryKind = Literal[
     "file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"
 ]
 
-# Temporary files of in-flight writes start with this prefix. Listings hide them and
-# the name rules refuse them, so a user can neither see nor race a staging file.
-STAGING_PREFIX = ".~sr-"
 
 _KINDS: dict[int, EntryKind] = {
     stat.S_IFREG: "file",
@@ -62,6 +60,9 @@ _KINDS: dict[int, EntryKind] = {
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK
 _Mount = tuple[int, int | None]
+# File timestamps come from a coarse clock that may lag the real time by a tick
+# (a few ms); one second of slack keeps the ctime shortcut below on the safe side.
+CTIME_SLACK_NS = 1_000_000_000
 _NEW_FILE_MODE = 0o644
 _NEW_DIR_MODE = 0o755
 
@@ -178,6 +179,7 @@ class Root:
         refused (as it would be for reading) unless hardlinks are allowed.
         """
         up = self._parse("stat", rel_path, root_ok=True)
+        opened_ns = time.time_ns()
         fd = self._open_path(up, os.O_PATH, op="stat")
         try:
             st = os.fstat(fd)
@@ -185,7 +187,7 @@ class Root:
                 # Only the walk gets here: O_PATH | O_NOFOLLOW opens the link.
                 reason = "it is a symbolic link, which this space refuses"
                 raise SymlinkRefusedError("stat", up.text, reason)
-            self._check_hardlinks("stat", up, fd, st)
+            self._check_hardlinks("stat", up, fd, st, opened_ns)
         finally:
             os.close(fd)
         return Entry.from_stat(up.final if up.parts else "", st)
@@ -231,14 +233,15 @@ class Root:
         `HardlinkRefusedError` for a multiply-linked file under `hardlinks="deny"`.
         """
         up = self._parse("read", rel_path)
+        opened_ns = time.time_ns()
         fd = self._open_path(up, _READ_FLAGS, op="read")
         try:
             st = os.fstat(fd)
-            self._check_readable(up, fd, st)
+            self._check_readable(up, fd, st, opened_ns)
         except BaseException:
             os.close(fd)
             raise
-        return ReadHandle(fd, Entry.from_stat(up.final, st))
+        return ReadHandle(fd, up.final, st)
 
     def read_bytes(self, rel_path: str) -> bytes:
         """Return the whole content of a regular file (see `open_read`)."""
@@ -381,9 +384,6 @@ class Root:
         up = parse_user_path(op, rel_path)
         if not up.parts and not root_ok:
             raise InvalidPathError(op, rel_path, "the path names the space itself")
-        if any(p.startswith(STAGING_PREFIX) for p in up.parts):
-            reason = f"names starting with {STAGING_PREFIX!r} are reserved"
-            raise InvalidPathError(op, rel_path, reason)
         return up
 
     def _open_path(self, up: UserPath, flags: int, *, op: str) -> int:
@@ -464,16 +464,23 @@ class Root:
             finally:
                 os.close(parent)
 
-    def _check_readable(self, up: UserPath, fd: int, st: os.stat_result) -> None:
+    def _check_readable(
+        self, up: UserPath, fd: int, st: os.stat_result, opened_ns: int
+    ) -> None:
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryPathError("read", up.text, "it is a folder, not a file")
         if not stat.S_ISREG(st.st_mode):
             reason = "only regular files are served (this is a FIFO, socket or device)"
             raise NotRegularFileError("read", up.text, reason)
-        self._check_hardlinks("read", up, fd, st)
+        self._check_hardlinks("read", up, fd, st, opened_ns)
 
     def _check_hardlinks(
-        self, op: str, up: UserPath, fd: int, st: os.stat_result
+        self,
+        op: str,
+        up: UserPath,
+        fd: int,
+        st: os.stat_result,
+        opened_ns: int = 0,
     ) -> None:
         """Refuse a multiply-linked file, and one whose links moved under us.
 
@@ -486,7 +493,9 @@ class Root:
         and neither its link count nor its ctime (which every link and unlink
         updates) may have moved. This shrinks the window to an attacker who
         unlinks, relinks and unlinks again within one timestamp tick between two
-        syscalls; it cannot close it. What closes it is the kernel: with
+        syscalls; it cannot close it. The extra resolve is skipped when the file's
+        ctime is older than our open, since any link or unlink would have moved
+        it. What closes the window is the kernel: with
         fs.protected_hardlinks=1 (the default) nobody can link a file they cannot
         read and write, and a space on its own mount cannot hold links to files
         outside it (EXDEV).
@@ -496,7 +505,10 @@ class Root:
         reason = "the file has more than one hard link, which this space refuses"
         if st.st_nlink > 1:
             raise HardlinkRefusedError(op, up.text, reason)
-        if fd < 0:
+        if fd < 0 or st.st_ctime_ns < opened_ns - CTIME_SLACK_NS:
+            # link(2) and unlink(2) set ctime to "now": a file whose ctime is
+            # older than our open had no link added or removed since, so the
+            # count we read is the count it had when we opened it.
             return
         probe = self._open_path(up, os.O_PATH, op=op)
         try:
@@ -562,17 +574,35 @@ class Root:
 
 
 class ReadHandle:
-    """An open regular file of a root; owns its descriptor until `close`."""
+    """An open regular file of a root; owns its descriptor until `close`.
 
-    def __init__(self, fd: int, entry: Entry) -> None:
+    `entry` describes the file as fstat saw it right after the open.
+    """
+
+    def __init__(self, fd: int, name: str, st: os.stat_result) -> None:
         self.fd = fd
-        self.entry = entry
+        self._name = name
+        self._st = st
+        self._entry: Entry | None = None
+
+    @property
+    def entry(self) -> Entry:
+        """The opened file's metadata (built on first use: most reads never ask)."""
+        if self._entry is None:
+            self._entry = Entry.from_stat(self._name, self._st)
+        return self._entry
 
     def read(self, n: int = -1) -> bytes:
         """Read up to `n` bytes from the current offset (all of it when -1)."""
         if n >= 0:
             return os.read(self.fd, n)
-        chunks = []
+        # One read usually does it: ask for one byte more than the known size so
+        # that a file that grew meanwhile is noticed and read to its end.
+        size = self._st.st_size
+        first = os.read(self.fd, size + 1)
+        if len(first) <= size:
+            return first
+        chunks = [first]
         while chunk := os.read(self.fd, 1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
