@@ -36,6 +36,7 @@ from strongroom.errors import (
 from strongroom.logging import configure_logging
 from strongroom.storage import MetadataStore, Role, User, open_metadata_store
 from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
+from strongroom.storage.registry import open_directory_spaces
 
 __all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "EXIT_USER_ERROR", "main"]
 
@@ -87,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Create the first admin if there are no users, then run the API."""
+    """Check the spaces, create the first admin if there are no users, then serve."""
+    # Open every space root first: a missing directory must stop start-up before
+    # anything (database, secret, first admin) is created.
+    open_directory_spaces(settings.spaces, resolver=settings.resolver)
     store = _open_store(settings)
     try:
         load_or_create_secret(settings.data_dir)  # a bad secret stops us here
@@ -231,8 +235,15 @@ def _read_new_password(from_stdin: bool) -> str:
         if not line:
             raise _InputError("no password on standard input")
         return line.removesuffix("\n").removesuffix("\r")
-    first = getpass.getpass("New password: ")
-    second = getpass.getpass("Repeat the new password: ")
+    if not sys.stdin.isatty():
+        raise _InputError(
+            "no terminal to ask for the password; pipe it in with --password-stdin"
+        )
+    try:
+        first = getpass.getpass("New password: ")
+        second = getpass.getpass("Repeat the new password: ")
+    except EOFError:
+        raise _InputError("no password was typed; nothing was changed") from None
     if first != second:
         raise _InputError("the two passwords differ; nothing was changed")
     return first

@@ -304,9 +304,9 @@ def _read_config_file(path: Path) -> dict[str, object]:
         raise ConfigError(
             f"config file {str(path)!r} cannot be read: {exc.strerror}"
         ) from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"config file {str(path)!r} is not valid TOML: {exc}"
+            f"config file {str(path)!r} is not valid TOML (UTF-8): {exc}"
         ) from None
 
     _check_known_keys(values)

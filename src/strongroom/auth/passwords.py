@@ -127,6 +127,14 @@ class PasswordHasher:
 
 def check_password_policy(password: str) -> None:
     """Raise PasswordPolicyError unless `password` may be set as a new password."""
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        # Bytes that are not UTF-8 (read with surrogate escapes) could never be
+        # typed into the login form, so the account would be unreachable.
+        raise PasswordPolicyError("the password is not valid UTF-8 text") from None
+    if "\x00" in password:
+        raise PasswordPolicyError("the password holds a NUL character")
     if len(password) < MIN_PASSWORD_CHARS:
         raise PasswordPolicyError(
             f"the password is too short; use at least {MIN_PASSWORD_CHARS} characters"

@@ -211,6 +211,29 @@ class Root:
             os.close(parent)
         return Entry.from_stat(up.final, st)
 
+    def remove_stale_staging(self, rel_path: str, older_than_s: float) -> int:
+        """Delete staging files in one folder untouched for `older_than_s` seconds.
+
+        Staging files are left behind only when a process dies mid-write; a live
+        write keeps its file's mtime fresh. Returns how many were removed.
+        """
+        up = self._parse("delete", rel_path, root_ok=True)
+        fd = self._open_path(up, _DIR_FLAGS, op="delete")
+        cutoff_ns = time.time_ns() - int(older_than_s * 1e9)
+        removed = 0
+        try:
+            for name in os.listdir(fd):
+                if not name.startswith(STAGING_PREFIX):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and st.st_mtime_ns < cutoff_ns:
+                        os.unlink(name, dir_fd=fd)
+                        removed += 1
+        finally:
+            os.close(fd)
+        return removed
+
     def list_dir(self, rel_path: str = ".") -> list[Entry]:
         """List a directory; each entry is lstat-ed relative to its descriptor.
 

@@ -14,6 +14,7 @@ a path can still not leave that directory.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -44,6 +45,12 @@ __all__ = [
 
 # The blob folder inside data_dir, shared by the API and the CLI.
 BLOBS_DIR_NAME = "blobs"
+
+# A staging file nobody wrote to for an hour belongs to a writer that died: live
+# uploads touch theirs with every batch (at most a few seconds apart).
+STALE_STAGING_SECONDS = 3600.0
+
+log = logging.getLogger("strongroom.storage")
 
 _BLOB_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -123,9 +130,31 @@ class LocalBlobStore:
             ConfigError: the path exists but is not a directory.
         """
         Path(host_path).mkdir(mode=0o700, parents=True, exist_ok=True)
-        return cls(
+        store = cls(
             Root(host_path, symlinks="deny", hardlinks="deny", resolver=resolver)
         )
+        store.remove_crash_leftovers()
+        return store
+
+    def remove_crash_leftovers(self) -> int:
+        """Delete staging files that a crashed writer left in the shard folders.
+
+        Only files untouched for `STALE_STAGING_SECONDS` go, so a write still in
+        progress in another process sharing this store is never cut short.
+        Returns how many were removed.
+        """
+        removed = 0
+        for first in self._root.list_dir("."):
+            if first.kind != "dir" or len(first.name) != 2:
+                continue
+            for second in self._root.list_dir(first.name):
+                if second.kind == "dir" and len(second.name) == 2:
+                    removed += self._root.remove_stale_staging(
+                        f"{first.name}/{second.name}", STALE_STAGING_SECONDS
+                    )
+        if removed:
+            log.warning("blob_staging_removed", extra={"count": removed})
+        return removed
 
     def close(self) -> None:
         """Close the root; later calls fail."""
