@@ -436,10 +436,20 @@ def snapshot_tree(top: Path) -> dict[str, tuple[object, ...]]:
 
 def _snapshot_into(folder: Path, prefix: str, picture: dict[str, tuple[object, ...]]
                    ) -> None:
-    for child in sorted(os.listdir(folder)):
+    # The server may be removing entries while we look (an aborted upload's
+    # folders are cleaned after its answer): an entry that vanishes is not in
+    # the picture, and the caller's next look decides.
+    try:
+        children = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return
+    for child in children:
         host_path = folder / child
         rel_path = prefix + child
-        st = os.lstat(host_path)
+        try:
+            st = os.lstat(host_path)
+        except FileNotFoundError:
+            continue
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISLNK(st.st_mode):
             picture[rel_path] = ("symlink", os.readlink(host_path))
@@ -447,7 +457,10 @@ def _snapshot_into(folder: Path, prefix: str, picture: dict[str, tuple[object, .
             picture[rel_path] = ("dir", mode, st.st_ino)
             _snapshot_into(host_path, rel_path + "/", picture)
         elif stat.S_ISREG(st.st_mode):
-            digest = hashlib.sha256(host_path.read_bytes()).hexdigest()
+            try:
+                digest = hashlib.sha256(host_path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                continue
             picture[rel_path] = ("file", mode, st.st_size, digest, st.st_mtime_ns,
                                  st.st_ino)
         else:

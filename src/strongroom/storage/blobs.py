@@ -167,10 +167,12 @@ class LocalBlobStore:
             StorageError: the staging file cannot be created.
         """
         blob_id = new_blob_id()
+        key = _blob_key(blob_id)
         with _storage_errors(f"blob {blob_id} cannot be created"):
-            writer = self._root.open_writer(
-                _blob_key(blob_id), exclusive=True, make_parents=True
-            )
+            # Shard folders are made once and kept: removing an empty one when a
+            # write aborts could pull it from under another writer about to use it.
+            self._root.mkdir(key.rsplit("/", 1)[0], parents=True, exist_ok=True)
+            writer = self._root.open_writer(key, exclusive=True)
         return LocalBlobWriter(blob_id, writer, max_bytes)
 
     def write_blob(
