@@ -29,6 +29,8 @@ __all__ = ["DownloadFastLane"]
 # The same shape the router gives `/spaces/{space}/files/{path:path}`: a space is
 # one segment, the path is everything after it (possibly empty).
 _DOWNLOAD = re.compile(r"/api/v1/spaces/([^/]+)/files/(.*)", re.DOTALL)
+# The route template the access log names, as for a routed request.
+_ROUTE = "/spaces/{space}/files/{path:path}"
 
 
 class DownloadFastLane:
@@ -51,7 +53,7 @@ class DownloadFastLane:
             return
         space, path = match.groups()
         state = scope.setdefault("state", {})
-        state.update(op="download", space=space, rel_path=path)
+        state.update(op="download", space=space, rel_path=path, route=_ROUTE)
         headers = _headers(scope)
         try:
             user = authenticate_header(self.services, headers.pop("authorization", []))

@@ -101,7 +101,7 @@ def _log_request(
     fields = {
         "request_id": state.get("request_id"),
         "method": scope.get("method"),
-        "route": getattr(route, "path", None),
+        "route": state.get("route") or getattr(route, "path", None),
         "op": state.get("op"),
         "space": state.get("space"),
         "rel_path": state.get("rel_path"),
