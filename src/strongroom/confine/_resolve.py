@@ -58,6 +58,7 @@ MAX_SYMLINK_HOPS = 40
 MAX_EAGAIN_RETRIES = 16
 
 _KERNEL_RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
+_WALK_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def open_kernel(
@@ -122,8 +123,8 @@ def open_walk(
                 os.close(stack.pop())
                 continue
             if pending:
-                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur)
-                if _enter_directory(fd):
+                fd = _open_directory(cur, name)
+                if fd >= 0:
                     stack.append(fd)
                     continue
             else:
@@ -142,22 +143,23 @@ def open_walk(
             os.close(fd)
 
 
-def _enter_directory(fd: int) -> bool:
-    """Decide what an O_PATH descriptor is: a directory to enter, or a symlink.
+def _open_directory(dir_fd: int, name: str) -> int:
+    """Open a directory to walk through; return -1 if `name` is a symlink.
 
-    Closes `fd` unless it is a directory. Raises ENOTDIR for anything else.
+    O_DIRECTORY | O_NOFOLLOW opens a directory and refuses anything else with
+    ENOTDIR, a symlink included, so the common case costs one syscall; only a
+    refusal needs an lstat to tell a symlink from a file. The mount is checked
+    on the object the walk finally hands back (the file, or the parent of a name
+    to act on), the only thing ever read or written: passing through a mount
+    point on the way, then `..` back out of it, reaches nothing on that mount.
     """
-    # Only the type matters here. The mount is checked on the object the walk
-    # finally hands back (the file, or the parent of a name to act on), which is
-    # the only thing ever read or written: passing through a mount point on the
-    # way, then `..` back out of it, reaches nothing on the other mount.
-    mode = os.fstat(fd).st_mode
-    if stat.S_ISDIR(mode):
-        return True
-    os.close(fd)
-    if stat.S_ISLNK(mode):
-        return False
-    raise OSError(errno.ENOTDIR, "not a directory")
+    try:
+        return os.open(name, _WALK_DIR_FLAGS, dir_fd=dir_fd)
+    except NotADirectoryError:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            return -1
+        raise
 
 
 def _open_final(
