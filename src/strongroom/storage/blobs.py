@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ __all__ = [
 
 # The blob folder inside data_dir, shared by the API and the CLI.
 BLOBS_DIR_NAME = "blobs"
+
+# Chunks from this size on are hashed on a second thread while they are written;
+# below it, starting a thread costs more than the overlap saves.
+PARALLEL_HASH_BYTES = 256 * 1024
 
 # A staging file nobody wrote to for an hour belongs to a writer that died: live
 # uploads touch theirs with every batch (at most a few seconds apart).
@@ -255,12 +260,26 @@ class LocalBlobWriter:
                 "raise max_upload_bytes or send a smaller file"
             )
         try:
-            self._writer.write(data)
+            self._write_and_hash(data)
         except OSError as exc:
             self.abort()
             raise StorageError(f"blob {self.blob_id} cannot be written") from exc
-        self._hash.update(data)
         self.size += len(data)
+
+    def _write_and_hash(self, data: bytes | memoryview) -> None:
+        # Both os.write and hashlib release the GIL on large buffers, so a big
+        # chunk is hashed on a helper thread while it is written: the upload
+        # then costs the slower of the two instead of their sum.
+        if len(data) < PARALLEL_HASH_BYTES:
+            self._writer.write(data)
+            self._hash.update(data)
+            return
+        hasher = threading.Thread(target=self._hash.update, args=(data,))
+        hasher.start()
+        try:
+            self._writer.write(data)
+        finally:
+            hasher.join()
 
     def commit(self) -> BlobInfo:
         """Store the blob durably and return its id, size and SHA-256.
