@@ -640,6 +640,11 @@ class ReadHandle:
             os.close(self.fd)
             self.fd = -1
 
+    def __del__(self) -> None:
+        # A safety net for a handle dropped unread (a client that went away
+        # mid-stream): the descriptor must not outlive its last reference.
+        self.close()
+
     def __enter__(self) -> Self:
         return self
 
