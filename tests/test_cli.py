@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from strongroom.auth.keys import ROTATED_DIR_NAME, load_key_set
 from strongroom.auth.passwords import PasswordHasher
 from strongroom.cli import main
 from strongroom.storage import open_metadata_store
@@ -512,3 +513,29 @@ def test_first_serve_creates_an_admin_and_prints_the_password_once(
     assert login.status_code == 200 and login.json()["token_type"] == "bearer"
     assert "Created the first user, 'admin'" not in second.stdout
     assert match.group(1) not in second.stdout
+
+
+def test_keys_rotate_makes_a_new_signing_key_and_keeps_the_old_one(
+    cli: Cli, data_dir: Path
+) -> None:
+    data_dir.mkdir()
+    old_kid = load_key_set("HS256", data_dir).active.kid
+
+    code = cli("keys", "rotate")
+
+    keys = load_key_set("HS256", data_dir)
+    assert code == 0 and keys.active.kid != old_kid
+    assert keys.kids()[1] == old_kid
+    assert f"{old_kid} now verifies only" in cli.out
+    assert len(list((data_dir / ROTATED_DIR_NAME).iterdir())) == 1
+
+
+def test_keys_rotate_refuses_keys_named_in_the_settings(
+    cli: Cli, config_file: Path, tmp_path: Path
+) -> None:
+    config_file.write_text(
+        config_file.read_text() + f'token_key_file = "{tmp_path / "k.secret"}"\n')
+
+    code = cli("keys", "rotate")
+
+    assert code == 1 and "token_verify_key_files" in cli.err

@@ -5,6 +5,7 @@
     strongroom [--config FILE] user list
     strongroom [--config FILE] user passwd NAME [--password-stdin]
     strongroom [--config FILE] user remove NAME
+    strongroom [--config FILE] keys rotate
 
 `--config` may also follow the command (`strongroom user list --config FILE`).
 Exit codes: 0 success, 1 a usage or user error (bad name, unknown user, passwords
@@ -20,11 +21,12 @@ import getpass
 import logging
 import secrets
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from strongroom.auth.keys import load_key_set, rotate_default_key
 from strongroom.auth.passwords import MAX_PASSWORD_BYTES, PasswordHasher
-from strongroom.auth.tokens import load_or_create_secret
 from strongroom.config import Settings, is_valid_user_name, load_settings
 from strongroom.errors import (
     ConfigError,
@@ -94,7 +96,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     open_directory_spaces(settings.spaces, resolver=settings.resolver)
     store = _open_store(settings)
     try:
-        load_or_create_secret(settings.data_dir)  # a bad secret stops us here
+        # A missing, unsafe or weak token key stops us here.
+        load_key_set(
+            settings.token_algorithm,
+            settings.data_dir,
+            settings.token_key_file,
+            settings.token_verify_key_files,
+        )
         _create_first_admin(store)
     finally:
         store.close()
@@ -179,6 +187,28 @@ def _user_remove(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             blobs.close()
     print(f"removed user {user.name!r} and {len(blob_ids)} files of their home")
+    return EXIT_OK
+
+
+def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    """Make a new active token key; keep the old one for verifying only."""
+    if settings.token_key_file is not None:
+        raise _InputError(
+            "token_key_file is set, so its keys are yours to rotate: make a new key "
+            "file, point token_key_file at it and add the old one to "
+            "token_verify_key_files"
+        )
+    # A rotated-out key must verify every token it signed until that expires.
+    keep_seconds = settings.token_ttl_seconds + settings.token_leeway_seconds
+    done = rotate_default_key(
+        settings.token_algorithm, settings.data_dir, keep_seconds, time.time()
+    )
+    log.info("token_key_rotated", extra={"new_kid": done.new_kid,
+                                         "old_kid": done.old_kid})
+    print(f"new signing key {done.new_kid}; {done.old_kid} now verifies only")
+    for kid in done.retired_kids:
+        print(f"retired key {kid}: every token it signed has expired")
+    print("restart every server process to use the new key")
     return EXIT_OK
 
 
@@ -304,6 +334,13 @@ def _build_parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", parents=[config], help="delete a user")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(command=_user_remove)
+
+    keys = commands.add_parser("keys", parents=[config], help="manage token keys")
+    key_actions = keys.add_subparsers(title="actions", required=True, metavar="ACTION")
+    rotate = key_actions.add_parser(
+        "rotate", parents=[config], help="new signing key; the old one verify-only"
+    )
+    rotate.set_defaults(command=_keys_rotate)
     return parser
 
 

@@ -11,7 +11,13 @@ Every key, with its default:
 
     data_dir = "data"                      # relative: against the current directory
     database_url = "sqlite:///<data_dir>/strongroom.db"
-    token_ttl_seconds = 900
+    token_ttl_seconds = 900                # also the longest lifetime accepted
+    token_algorithm = "HS256"              # HS256 | EdDSA (Ed25519); never mixed
+    token_key_file = <data_dir>/jwt.secret # the active key (unset: that default,
+                                           # or <data_dir>/jwt-ed25519.pem for
+                                           # EdDSA, created on first start)
+    token_verify_key_files = []            # older keys, verify-only (rotation)
+    token_leeway_seconds = 0               # clock skew allowed, 0-10
     max_upload_bytes = 10737418240
     host = "127.0.0.1"
     port = 8000
@@ -71,6 +77,7 @@ __all__ = [
     "SpaceConfig",
     "SpaceMode",
     "SymlinkPolicy",
+    "TokenAlgorithm",
     "is_valid_user_name",
     "load_settings",
 ]
@@ -82,6 +89,7 @@ SpaceMode = Literal["ro", "rw"]
 SymlinkPolicy = Literal["deny", "within"]
 HardlinkPolicy = Literal["deny", "allow"]
 LogFormat = Literal["text", "json"]
+TokenAlgorithm = Literal["HS256", "EdDSA"]
 # How confined roots resolve paths: openat2 when the kernel has it ("auto"), or the
 # component walk forced ("walk"), e.g. to test the fallback on a new kernel.
 Resolver = Literal["auto", "openat2", "walk"]
@@ -94,6 +102,8 @@ _USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _ROLE_ENTRIES = ("role:admin", "role:user")
 # A bearer token lives at most a week; a password change revokes it sooner.
 MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600
+# Clock skew allowed when checking token times; issue #3 caps it at 10 s.
+MAX_TOKEN_LEEWAY_SECONDS = 10
 
 
 def is_valid_user_name(name: str) -> bool:
@@ -168,6 +178,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: str = Field(default="", validate_default=True, repr=False)
     token_ttl_seconds: _Int = Field(default=900, ge=1, le=MAX_TOKEN_TTL_SECONDS)
+    token_algorithm: TokenAlgorithm = "HS256"  # noqa: S105 (an algorithm name)
+    token_key_file: Path | None = None
+    token_verify_key_files: tuple[Path, ...] = ()
+    token_leeway_seconds: _Int = Field(default=0, ge=0, le=MAX_TOKEN_LEEWAY_SECONDS)
     max_upload_bytes: _Int = Field(default=10 * 1024**3, ge=1)
     host: str = Field(default="127.0.0.1", min_length=1)
     port: _Int = Field(default=8000, ge=1, le=65535)
@@ -179,6 +193,16 @@ class Settings(BaseSettings):
     @classmethod
     def _make_data_dir_absolute(cls, data_dir: Path) -> Path:
         return Path(os.path.abspath(data_dir))
+
+    @field_validator("token_key_file", "token_verify_key_files")
+    @classmethod
+    def _make_key_paths_absolute(cls, value: Path | tuple[Path, ...] | None) -> object:
+        # Relative key paths are read against the current directory, as data_dir.
+        if value is None:
+            return None
+        if isinstance(value, Path):
+            return Path(os.path.abspath(value))
+        return tuple(Path(os.path.abspath(p)) for p in value)
 
     @field_validator("database_url")
     @classmethod
@@ -339,6 +363,9 @@ _ACCEPTED_BY_KEY = {
     "data_dir": "use a folder path",
     "token_ttl_seconds": f"use a whole number of seconds, 1 to {MAX_TOKEN_TTL_SECONDS}",
     "max_upload_bytes": "use a whole number of bytes, at least 1",
+    "token_leeway_seconds": "use a whole number of seconds, 0 to 10",
+    "token_key_file": "use a key file path",
+    "token_verify_key_files": "use a list of key file paths",
     "host": "use a host name or IP address",
     "port": "use a whole number from 1 to 65535",
     "path": "use a folder path",

@@ -1,9 +1,10 @@
 """Forged, altered and confused bearer tokens, built from the server's real ones.
 
 The shapes follow the claims `strongroom.auth.tokens` writes: header
-{"alg": "HS256", "typ": "at+jwt"} and claims sub (user id as text), aud, iat, exp,
-jti and iat_us. Tokens that should verify except for one flaw are signed with the
-server's own secret (P/data/jwt.secret), so that flaw is the only reason to refuse.
+{"alg": "HS256", "typ": "at+jwt", "kid": ...} and claims sub (user id as text),
+aud, iss, iat, exp, jti and iat_us. Tokens that should verify except for one
+flaw are signed with the server's own secret (P/data/jwt.secret), so that flaw is
+the only reason to refuse.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import jwt
 
+from strongroom.auth import KeySet
+
 __all__ = [
     "AUDIENCE",
+    "ISSUER",
     "UNKNOWN_USER_ID",
     "alg_none",
     "claims_for",
@@ -29,8 +33,8 @@ __all__ = [
     "user_id_of",
 ]
 
-_HEADER = {"alg": "HS256", "typ": "at+jwt"}
 AUDIENCE = "strongroom"
+ISSUER = "strongroom-auth"
 TTL_SECONDS = 900
 # A user id no fixture ever reaches.
 UNKNOWN_USER_ID = 987654
@@ -47,6 +51,7 @@ def claims_for(user_id: int, *, issued_at: int | None = None) -> dict[str, objec
     return {
         "sub": str(user_id),
         "aud": AUDIENCE,
+        "iss": ISSUER,
         "iat": now,
         "exp": now + TTL_SECONDS,
         "jti": secrets.token_urlsafe(16),
@@ -55,8 +60,11 @@ def claims_for(user_id: int, *, issued_at: int | None = None) -> dict[str, objec
 
 
 def signed(claims: dict[str, object], secret: bytes) -> str:
-    """Sign `claims` with HS256 and our header."""
-    return jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "at+jwt"})
+    """Sign `claims` with HS256 and our header, naming the secret's kid."""
+    kid = KeySet.from_secret(secret).active.kid
+    return jwt.encode(
+        claims, secret, algorithm="HS256", headers={"typ": "at+jwt", "kid": kid}
+    )
 
 
 def server_secret(data_dir: Path) -> bytes:
@@ -66,7 +74,7 @@ def server_secret(data_dir: Path) -> bytes:
 
 def alg_none(token: str, alg: str = "none") -> str:
     """Return the token's claims under an unsigned header naming `alg`."""
-    header = _segment({**_HEADER, "alg": alg})
+    header = _segment({**_part(token, 0), "alg": alg})
     return f"{header}.{token.split('.')[1]}."
 
 
@@ -95,7 +103,11 @@ def reencoded_signature(token: str) -> str:
 
 
 def _claims(token: str) -> dict[str, object]:
-    segment = token.split(".")[1]
+    return _part(token, 1)
+
+
+def _part(token: str, index: int) -> dict[str, object]:
+    segment = token.split(".")[index]
     raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     value = json.loads(raw)
     assert isinstance(value, dict)

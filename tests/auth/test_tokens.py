@@ -19,17 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.auth.tokens import (
-    MAX_TOKEN_BYTES,
+from strongroom.auth.keys import (
     MIN_SECRET_BYTES,
     SECRET_FILE_NAME,
-    TokenAuthority,
+    KeySet,
     load_or_create_secret,
 )
+from strongroom.auth.tokens import MAX_TOKEN_BYTES, TokenAuthority
 from strongroom.errors import AuthError, ConfigError
 
 SECRET = bytes(range(64))
 OTHER_SECRET = bytes(range(1, 65))
+KID = KeySet.from_secret(SECRET).active.kid
 
 
 def b64(raw: bytes) -> str:
@@ -62,7 +63,7 @@ def forge(
 
 @pytest.fixture
 def authority() -> TokenAuthority:
-    return TokenAuthority(SECRET)
+    return TokenAuthority(KeySet.from_secret(SECRET))
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def claims(token: str) -> dict[str, object]:
     return json.loads(unb64(token.split(".")[1]))
 
 
-HEADER = {"alg": "HS256", "typ": "at+jwt"}
+HEADER = {"alg": "HS256", "typ": "at+jwt", "kid": KID}
 
 
 def refused(authority: TokenAuthority, token: object) -> str:
@@ -107,7 +108,8 @@ def test_issued_token_has_the_at_jwt_header_and_string_subject(token: str) -> No
     body = json.loads(payload)
     assert body["sub"] == "42" and body["aud"] == "strongroom"
     assert body["exp"] - body["iat"] == 900
-    assert set(body) == {"sub", "aud", "iat", "exp", "jti", "iat_us"}
+    assert body["iss"] == "strongroom-auth"
+    assert set(body) == {"sub", "aud", "iss", "iat", "exp", "jti", "iat_us"}
 
 
 def test_each_token_gets_its_own_id(authority: TokenAuthority) -> None:
@@ -133,22 +135,24 @@ def test_issue_refuses_nonsense_arguments(
 def test_expired_token_is_refused() -> None:
     """[CLM-01] A token past its exp, with no leeway."""
     an_hour_ago = time.time_ns() - 3600 * 10**9
-    issuer = TokenAuthority(SECRET, clock_ns=lambda: an_hour_ago)
+    issuer = TokenAuthority(KeySet.from_secret(SECRET), clock_ns=lambda: an_hour_ago)
     stale = issuer.issue_access_token(42, 60).value
 
-    assert "expired" in refused(TokenAuthority(SECRET), stale)
+    assert "expired" in refused(TokenAuthority(KeySet.from_secret(SECRET)), stale)
 
 
 def test_token_issued_in_the_future_is_refused() -> None:
     later = time.time_ns() + 3600 * 10**9
-    issuer = TokenAuthority(SECRET, clock_ns=lambda: later)
+    issuer = TokenAuthority(KeySet.from_secret(SECRET), clock_ns=lambda: later)
     early = issuer.issue_access_token(42, 7200).value
 
-    assert "not valid yet" in refused(TokenAuthority(SECRET), early)
+    assert "not valid yet" in refused(TokenAuthority(KeySet.from_secret(SECRET)), early)
 
 
 def test_token_signed_with_another_secret_is_refused(token: str) -> None:
-    assert "signature" in refused(TokenAuthority(OTHER_SECRET), token)
+    other = TokenAuthority(KeySet.from_secret(OTHER_SECRET))
+
+    assert "unknown key" in refused(other, token)
 
 
 # Revocation by time
@@ -177,7 +181,7 @@ def test_header_with_another_alg_is_refused_unsigned(
     authority: TokenAuthority, claims: dict[str, object], alg: object
 ) -> None:
     """[ALG-01, ALG-02, ALG-04, ALG-05] Unsecured and type-confused alg values."""
-    header = {"alg": alg, "typ": "at+jwt"}
+    header = {"alg": alg, "typ": "at+jwt", "kid": KID}
 
     refused(authority, forge(header, claims, key=None))
     refused(authority, forge(header, claims, key=None).rstrip("."))
@@ -187,7 +191,7 @@ def test_header_with_another_alg_is_refused_unsigned(
 def test_header_without_alg_is_refused(
     authority: TokenAuthority, claims: dict[str, object]
 ) -> None:
-    refused(authority, forge({"typ": "at+jwt"}, claims))
+    refused(authority, forge({"typ": "at+jwt", "kid": KID}, claims))
 
 
 def test_alg_none_with_the_original_signature_is_refused(
@@ -195,7 +199,7 @@ def test_alg_none_with_the_original_signature_is_refused(
 ) -> None:
     """[ALG-05]"""
     _, payload, signature = token.split(".")
-    none_header = b64(compact({"alg": "none", "typ": "at+jwt"}))
+    none_header = b64(compact({**HEADER, "alg": "none"}))
 
     refused(authority, f"{none_header}.{payload}.{signature}")
 
@@ -205,7 +209,7 @@ def test_other_hmac_algorithms_with_the_real_secret_are_refused(
     authority: TokenAuthority, claims: dict[str, object], alg: str, digest: str
 ) -> None:
     """[ALG-10] The key is bound to HS256 alone."""
-    refused(authority, forge({"alg": alg, "typ": "at+jwt"}, claims, digest=digest))
+    refused(authority, forge({**HEADER, "alg": alg}, claims, digest=digest))
 
 
 @pytest.mark.parametrize(
@@ -248,17 +252,19 @@ def test_header_with_another_typ_is_refused(
 ) -> None:
     """[KID-09] A token of another purpose (share+jwt, plain JWT) is no access token."""
     for typ in ("JWT", "share+jwt", "AT+JWT"):
-        refused(authority, forge({"alg": "HS256", "typ": typ}, claims))
+        refused(authority, forge({**HEADER, "typ": typ}, claims))
 
 
 @pytest.mark.parametrize(
     "raw_header",
     [
-        b'{"alg":"HS256","alg":"none","typ":"at+jwt"}',
-        b'{"alg":"none","alg":"HS256","typ":"at+jwt"}',
-        b'{"alg":"HS256","typ":"at+jwt","typ":"at+jwt"}',
+        b'{"alg":"HS256","alg":"none","typ":"at+jwt","kid":"%s"}' % KID.encode(),
+        b'{"alg":"none","alg":"HS256","typ":"at+jwt","kid":"%s"}' % KID.encode(),
+        b'{"alg":"HS256","typ":"at+jwt","typ":"at+jwt","kid":"%s"}' % KID.encode(),
+        b'{"alg":"HS256","typ":"at+jwt","kid":"AAAAAAAAAAAAAAAA","kid":"%s"}'
+        % KID.encode(),
     ],
-    ids=["alg-then-none", "none-then-alg", "same-twice"],
+    ids=["alg-then-none", "none-then-alg", "same-twice", "kid-twice"],
 )
 def test_duplicate_header_members_are_refused_even_when_signed(
     authority: TokenAuthority, claims: dict[str, object], raw_header: bytes
@@ -310,7 +316,9 @@ def test_signature_of_another_token_is_refused(authority: TokenAuthority) -> Non
 # Claims
 
 
-@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "jti", "aud", "iat_us"])
+@pytest.mark.parametrize(
+    "claim", ["exp", "iat", "sub", "jti", "aud", "iss", "iat_us"]
+)
 def test_token_without_a_required_claim_is_refused(
     authority: TokenAuthority, claims: dict[str, object], claim: str
 ) -> None:
@@ -496,7 +504,7 @@ def test_non_canonical_base64url_is_refused(
 def test_authority_refuses_a_short_secret() -> None:
     """[ALG-13] Start-up stops with a weak HS key."""
     with pytest.raises(ConfigError, match="at least 32"):
-        TokenAuthority(b"x" * (MIN_SECRET_BYTES - 1))
+        KeySet.from_secret(b"x" * (MIN_SECRET_BYTES - 1))
 
 
 def test_first_start_creates_a_private_random_secret(tmp_path: Path) -> None:

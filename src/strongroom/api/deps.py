@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from strongroom.api.services import Services
-from strongroom.errors import AuthError
+from strongroom.errors import AuthError, InvalidTokenError
 from strongroom.storage import User
 
 __all__ = [
@@ -48,17 +48,27 @@ async def current_user(
 def authenticate_header(services: Services, values: list[str]) -> User:
     """Return the user named by the values of the request's Authorization headers.
 
-    A token in the query string or a form is never looked at. Raises `AuthError`
-    (401 with `WWW-Authenticate: Bearer`) for a missing, repeated or bad header.
+    A token in the query string, a form or a cookie is never looked at; the
+    scheme is case-insensitive (RFC 9110, section 11.1).
+
+    Raises:
+        AuthError: no header, or one with another scheme: no bearer token was
+            offered (401, `WWW-Authenticate: Bearer`).
+        InvalidTokenError: headers repeated, or the bearer token is empty, has
+            more than one value or fails verification (401, `WWW-Authenticate:
+            Bearer error="invalid_token"`).
     """
     if not values:
         raise AuthError("no bearer token: send 'Authorization: Bearer <token>'")
     if len(values) > 1:
-        raise AuthError("more than one Authorization header")
+        raise InvalidTokenError("more than one Authorization header")
     scheme, _, token = values[0].partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer":
         raise AuthError("the Authorization header must be 'Bearer <token>'")
+    token = token.strip(" ")
+    # One token68 value (RFC 6750, section 2.1): a comma or space means two.
+    if not token or " " in token or "," in token:
+        raise InvalidTokenError("the Authorization header must be 'Bearer <token>'")
     return services.authenticate(token)
 
 

@@ -10,18 +10,18 @@ from strongroom.auth import (
     AccessClaims,
     PasswordHasher,
     TokenAuthority,
-    load_or_create_secret,
+    load_key_set,
 )
 from strongroom.auth.throttle import LoginThrottle
 from strongroom.config import Settings
-from strongroom.errors import AuthError
+from strongroom.errors import AuthError, InvalidTokenError
 from strongroom.storage import MetadataStore, User, open_metadata_store
 from strongroom.storage.blobs import LocalBlobStore
 from strongroom.storage.home import HomeSpace
 from strongroom.storage.registry import SpaceRegistry, UserLike, open_directory_spaces
 from strongroom.storage.spaces import Space
 
-__all__ = ["Services"]
+__all__ = ["Services", "open_token_authority"]
 
 log = logging.getLogger("strongroom.auth")
 
@@ -65,7 +65,7 @@ class Services:
         spaces = SpaceRegistry(
             open_directory_spaces(settings.spaces, resolver=resolver), home_for
         )
-        tokens = TokenAuthority(load_or_create_secret(data_dir))
+        tokens = open_token_authority(settings)
         return cls(settings, meta, blobs, spaces, tokens, PasswordHasher())
 
     def login(
@@ -93,10 +93,14 @@ class Services:
         return token.value, token.expires_in
 
     def authenticate(self, token: str) -> User:
-        """Return the active user a bearer token names; raise `AuthError` if none.
+        """Return the active user a bearer token names.
 
         One indexed lookup by id per request: a removed or deactivated user, or a
         token issued before the user's last password change, is refused at once.
+
+        Raises:
+            InvalidTokenError: the token fails verification, its user is gone or
+                inactive, or it was revoked.
         """
         claims = self._verified.get(token)
         if claims is None or claims.expires_at <= datetime.now(UTC):
@@ -104,15 +108,19 @@ class Services:
             self._remember(token, claims)
         user = self.meta.get_user_by_id(claims.user_id)
         if user is None or not user.active:
-            raise AuthError("access token refused: the user no longer exists")
+            raise InvalidTokenError("access token refused: the user no longer exists")
         if claims.is_revoked_by(user.tokens_valid_after):
-            raise AuthError("access token refused: it was revoked")
+            raise InvalidTokenError("access token refused: it was revoked")
         return user
 
     def _remember(self, token: str, claims: AccessClaims) -> None:
-        # Signature checks of tokens already seen are skipped until they expire;
-        # the user lookup and revocation check above still run on every request.
-        # Clearing the whole map when it is full bounds memory without an LRU.
+        # Only fully verified tokens get here, keyed by their exact string, and
+        # an entry is used only until its exp: what it skips (syntax, key,
+        # signature, types, aud, iss, lifetime) cannot change for the same string
+        # while this process lives, since the key set is fixed at start-up. Time
+        # (exp) is re-checked by the caller, and the user lookup and revocation
+        # check run on every request. Clearing the whole map when it is full
+        # bounds memory without an LRU.
         if len(self._verified) >= VERIFIED_TOKEN_CACHE_SIZE:
             self._verified.clear()
         self._verified[token] = claims
@@ -122,3 +130,21 @@ class Services:
         self.spaces.close()
         self.blobs.close()
         self.meta.close()
+
+
+def open_token_authority(settings: Settings) -> TokenAuthority:
+    """Load the token keys the settings name and build the token authority.
+
+    Raises `ConfigError` for a missing, unsafe or weak key, or mixed algorithms.
+    """
+    keys = load_key_set(
+        settings.token_algorithm,
+        settings.data_dir,
+        settings.token_key_file,
+        settings.token_verify_key_files,
+    )
+    return TokenAuthority(
+        keys,
+        max_ttl_seconds=settings.token_ttl_seconds,
+        leeway_seconds=settings.token_leeway_seconds,
+    )

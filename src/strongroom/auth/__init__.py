@@ -1,8 +1,9 @@
-"""Authentication: password hashing and access tokens. Plain Python, no web types.
+"""Authentication: password hashing, token keys and access tokens. No web types.
 
 The API wraps these in request dependencies; the CLI uses them directly.
 """
 
+from strongroom.auth.keys import KeySet, TokenKey, load_key_set, load_or_create_secret
 from strongroom.auth.passwords import (
     MAX_PASSWORD_BYTES,
     MIN_PASSWORD_CHARS,
@@ -15,7 +16,6 @@ from strongroom.auth.tokens import (
     AccessClaims,
     AccessToken,
     TokenAuthority,
-    load_or_create_secret,
 )
 
 __all__ = [
@@ -24,9 +24,12 @@ __all__ = [
     "MIN_PASSWORD_CHARS",
     "AccessClaims",
     "AccessToken",
+    "KeySet",
     "PasswordCheck",
     "PasswordHasher",
     "TokenAuthority",
+    "TokenKey",
     "check_password_policy",
+    "load_key_set",
     "load_or_create_secret",
 ]
