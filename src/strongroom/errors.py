@@ -22,6 +22,7 @@ nothing else maps errors to status codes.
     │   └── ResolveRetryError      the kernel kept reporting a race (403)
     ├── SpaceNotFoundError         no such space for this user (404)
     ├── AuthError                  missing, bad or expired credentials (401)
+    │   └── InvalidTokenError      a bearer token was sent and refused (401)
     ├── PermissionDeniedError      authenticated, but not allowed (403)
     ├── StorageError               the metadata or blob store failed (500)
     ├── UserError                  a user account operation was refused
@@ -31,6 +32,8 @@ nothing else maps errors to status codes.
     ├── IncompleteUploadError      the client left before the body ended (400)
     ├── PreconditionFailedError    a conditional request's condition is false (412)
     ├── LimitExceededError         a size limit was crossed (413)
+    │   └── ArchiveLimitError      an archive crossed an unpacking limit (413)
+    ├── UnreadableArchiveError     not a tar or zip we read, or corrupt (422)
     ├── TooManyRequestsError       too many failed logins; wait (429)
     └── ConfigError                a setting is wrong; start-up stops
 """
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDeniedError",
+    "ArchiveLimitError",
     "AuthError",
     "ConfigError",
     "CrossDeviceError",
@@ -46,6 +50,7 @@ __all__ = [
     "HardlinkRefusedError",
     "IncompleteUploadError",
     "InvalidPathError",
+    "InvalidTokenError",
     "IsADirectoryPathError",
     "LimitExceededError",
     "NotADirectoryPathError",
@@ -63,6 +68,7 @@ __all__ = [
     "StrongroomError",
     "SymlinkRefusedError",
     "TooManyRequestsError",
+    "UnreadableArchiveError",
     "UserError",
     "UserExistsError",
     "UserNotFoundError",
@@ -148,6 +154,14 @@ class AuthError(StrongroomError):
     """Credentials are missing, malformed, expired or do not match."""
 
 
+class InvalidTokenError(AuthError):
+    """A bearer token was sent and refused: malformed, forged, expired or revoked.
+
+    The API answers it with `WWW-Authenticate: Bearer error="invalid_token"`
+    (RFC 6750, section 3.1); a request with no token gets a bare challenge.
+    """
+
+
 class PermissionDeniedError(StrongroomError):
     """The caller is authenticated but may not do this."""
 
@@ -194,3 +208,11 @@ class TooManyRequestsError(StrongroomError):
 
 class ConfigError(StrongroomError):
     """A setting has a bad value; the message names the key, value and range."""
+
+
+class ArchiveLimitError(LimitExceededError):
+    """An archive crossed an unpacking limit (members, bytes or compression ratio)."""
+
+
+class UnreadableArchiveError(StrongroomError):
+    """An upload is not a tar or zip archive this service reads, or is corrupt."""

@@ -23,6 +23,7 @@ import json
 import struct
 import tarfile
 import time
+import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -99,24 +100,44 @@ def _cached_archive(key: str, outside_abs: str) -> bytes:
         {**m, "name": subst(m["name"]), "linkname": subst(m.get("linkname") or "")}
         for m in request["archive_members"]
     ]
-    if request["body_kind"] == "tar":
-        return _tar(members, request.get("compression"))
     special = request.get("special")
+    if special is not None and special["kind"] == "pathmax_symlink_chain":
+        members, special = _pathmax_chain(special), None
+    junk = b"J" * request.get("prepend_junk_bytes", 0)
+    if request["body_kind"] == "tar":
+        fmt = request.get("format")
+        return junk + _tar(members, request.get("compression"), fmt)
     if special is not None:
-        return _special_zip(special)
-    return _zip(members)
+        return junk + _special_zip(special)
+    return junk + _zip(members)
 
 
-def _tar(members: list[dict[str, Any]], compression: str | None) -> bytes:
+def _tar(
+    members: list[dict[str, Any]], compression: str | None, fmt: str | None = None
+) -> bytes:
     if compression == "gz" and len(members) == 1 and members[0].get("size", 0) > _MIB:
         return _gzip_tar_of_zeros(members[0])
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz" if compression == "gz" else "w",
-                      format=tarfile.PAX_FORMAT) as tar:
+    tar_format = tarfile.GNU_FORMAT if fmt == "gnu" else tarfile.PAX_FORMAT
+    mode = f"w:{compression}" if compression in ("gz", "bz2", "xz") else "w"
+    with tarfile.open(fileobj=out, mode=mode, format=tar_format) as tar:  # type: ignore[call-overload]
         for member in members:
             info, data = _tar_info(member)
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return out.getvalue()
+
+
+def _pathmax_chain(special: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Folders nested past PATH_MAX, a link there to the space's parent, a file."""
+    levels, length = special["levels"], special["component_len"]
+    deep = "/".join(f"{i:02d}".ljust(length, "p") for i in range(levels))
+    up = "../" * (levels + 1)
+    return [
+        {"name": deep, "type": "dir"},
+        {"name": f"{deep}/up", "type": "symlink", "linkname": up.rstrip("/")},
+        {"name": f"{deep}/up/{special['then_file']}", "type": "file",
+         "content": "EVIL"},
+    ]
 
 
 def _tar_info(member: Mapping[str, Any]) -> tuple[tarfile.TarInfo, bytes | None]:
@@ -125,13 +146,21 @@ def _tar_info(member: Mapping[str, Any]) -> tuple[tarfile.TarInfo, bytes | None]
     if "\0" in member["name"]:
         # The ustar field would end at the NUL; a pax record keeps the whole name.
         info.pax_headers = {"path": member["name"]}
+    if member.get("pax_path"):
+        # The ustar name stays harmless; readers that honour pax use this one.
+        info.pax_headers = {"path": member["pax_path"]}
+    if member.get("mode"):
+        info.mode = int(member["mode"], 8)
+    info.uid, info.gid = member.get("uid", 1000), member.get("gid", 1000)
     kind = member["type"]
     if kind == "file":
         data = _member_bytes(member)
         info.size = len(data)
         return info, data
     info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
-                 "hardlink": tarfile.LNKTYPE}[kind]
+                 "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE,
+                 "chr": tarfile.CHRTYPE}[kind]
+    info.devmajor, info.devminor = member.get("major", 0), member.get("minor", 0)
     info.linkname = member.get("linkname") or ""
     return info, None
 
@@ -153,18 +182,57 @@ def _gzip_tar_of_zeros(member: Mapping[str, Any]) -> bytes:
 def _zip(members: list[dict[str, Any]]) -> bytes:
     if len(members) == 1 and members[0].get("size", 0) > _MIB:
         return _zip_of_zeros(members[0])
+    if any(m.get("local_header_name") for m in members):
+        return _zip_disagreeing(members)
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
+    with zipfile.ZipFile(out, "w") as archive, warnings.catch_warnings():
+        # Duplicate names are what some cases are about.
+        warnings.simplefilter("ignore", UserWarning)
         for member in members:
             info = zipfile.ZipInfo(member["name"], date_time=(2024, 1, 1, 0, 0, 0))
             if member["type"] == "dir":
                 info.filename = member["name"].rstrip("/") + "/"
                 archive.writestr(info, b"")
                 continue
+            unix_mode = _zip_unix_mode(member)
+            if unix_mode is not None:
+                info.create_system = 3
+                info.external_attr = unix_mode << 16
             if member.get("compress") == "deflate":
                 info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, _member_bytes(member))
     return out.getvalue()
+
+
+def _zip_unix_mode(member: Mapping[str, Any]) -> int | None:
+    """The Unix type and mode bits a zip entry carries for `member`, if any."""
+    if member.get("zip_unix_mode"):
+        return int(member["zip_unix_mode"], 8)
+    type_bits = {"symlink": 0o120000, "hardlink": 0o120000, "fifo": 0o010000,
+                 "chr": 0o020000}.get(member["type"])
+    if type_bits is not None:
+        return type_bits | 0o777
+    if member.get("mode"):
+        return 0o100000 | int(member["mode"], 8)
+    return None
+
+
+def _zip_disagreeing(members: list[dict[str, Any]]) -> bytes:
+    """Stored entries whose local headers may name another file than the directory."""
+    body, central = b"", b""
+    for member in members:
+        data = _member_bytes(member)
+        crc = zlib.crc32(data)
+        name = member["name"].encode()
+        local = (member.get("local_header_name") or member["name"]).encode()
+        fields = (crc, len(data), len(data))
+        offset = len(body)
+        body += _ZIP_LOCAL + struct.pack(
+            "<HHHHHIIIHH", 20, 0, 0, 0, 0x21, *fields, len(local), 0) + local + data
+        central += _ZIP_CENTRAL + struct.pack(
+            "<HHHHHHIIIHHHHHII", 20, 20, 0, 0, 0, 0x21, *fields, len(name), 0, 0, 0,
+            0, 0, offset) + name
+    return body + central + _zip_end(len(members), len(central), len(body))
 
 
 def _zip_of_zeros(member: Mapping[str, Any]) -> bytes:
@@ -248,6 +316,10 @@ def _deflate_zeros(prefix: bytes, zero_count: int) -> tuple[bytes, int]:
 
 
 def _member_bytes(member: Mapping[str, Any]) -> bytes:
+    if member.get("nested_zip_members"):
+        return _zip([dict(m) for m in member["nested_zip_members"]])
+    if member.get("type") in ("symlink", "hardlink") and member.get("content") is None:
+        return str(member.get("linkname") or "").encode()
     if member.get("content") is not None:
         return str(member["content"]).encode()
     return _pattern(member.get("pattern", "zeros"), member.get("size", 0))

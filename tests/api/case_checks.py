@@ -57,7 +57,8 @@ _PARAM = re.compile(
 _WORLD_PREFIXES = (
     "file created outside space", "outside file", "space file", "space root",
     "space directory", "symlink exists", "other space", "temporary file",
-    "outbound network connection attempted",
+    "outbound network connection attempted", "special file exists",
+    "setuid or world-writable",
 )
 
 
@@ -128,6 +129,26 @@ class SpaceProbe:
         if self.variant == "home":
             return []
         return [p for p, v in snapshot_tree(self.root).items() if v[0] == "symlink"]
+
+    def special_files(self) -> list[str]:
+        """Return every FIFO, socket or device in the space (home has none)."""
+        if self.variant == "home":
+            return []
+        return [p for p, v in snapshot_tree(self.root).items()
+                if v[0] not in ("file", "dir", "symlink")]
+
+    def unsafe_modes(self) -> list[str]:
+        """Return every entry with a set-id bit or writable by everyone."""
+        if self.variant == "home":
+            return []
+        unsafe = stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH
+        found = []
+        for top, dirs, files in os.walk(self.root):
+            for name in dirs + files:
+                st = os.lstat(os.path.join(top, name))
+                if not stat.S_ISLNK(st.st_mode) and st.st_mode & unsafe:
+                    found.append(os.path.relpath(os.path.join(top, name), self.root))
+        return found
 
     def staging_files(self) -> list[str]:
         """Return leftover staging files of the atomic writer."""
@@ -325,6 +346,10 @@ def _world_breaks(item: str, world: World, after: Mapping[str, Any]) -> bool:
                    if p == subject or p.startswith(subject + "/"))
     if item == "temporary file left in space":
         return bool(space.staging_files())
+    if item == "special file exists in space":
+        return bool(space.special_files())
+    if item == "setuid or world-writable file in space":
+        return bool(space.unsafe_modes())
     raise ValueError(f"unknown must_not item {item!r}")
 
 

@@ -11,11 +11,15 @@ The `home` variant sends the same request shapes to alice's database-mapped home
 (the README asks for it): "/spaces/lab/" becomes "/spaces/home/", the setup files
 are uploaded through the API, and links are left out because home has none.
 
-Share links (/s/...) and archive import (/spaces/{space}/import) come with issue 4.
-Their requests are still sent and every `must_not` item and global rule still
-holds for them; only their status and `must` items wait for issue 4. Until shares
-exist, a `{SHARE...}` placeholder becomes a stand-in token that names the share,
-and a case's `setup.config` (import limits, B38) has no setting to go to.
+Share links (/s/...) come with issue 4. Their requests are still sent and every
+`must_not` item and global rule still holds for them; only their status and
+`must` items wait for issue 4. Until shares exist, a `{SHARE...}` placeholder
+becomes a stand-in token that names the share. Archive import is built and its
+requests count fully, in `lab` and in `home`; a case's `setup.config` (import
+limits, B38) has no setting to go to: the limits are module constants for now.
+
+The archive cases (tests/data/archive-cases.json) share this layout and these
+rules; `load_cases` reads either file.
 
 Requests marked `severity: should` are held to their expectations like the rest
 (the product meets them); `should_not` items are advice and are not checked.
@@ -36,11 +40,13 @@ from case_checks import Judged, SpaceProbe, World, judge_reply, judge_world
 from live_server import API, LiveServer, Reply
 
 __all__ = [
+    "ARCHIVE_CASES_FILE",
     "CASES_FILE",
     "CaseRun",
     "Outcome",
     "Placeholders",
     "has_home_shape",
+    "is_import",
     "is_issue_4",
     "is_issue_4_only",
     "lay_out",
@@ -50,12 +56,13 @@ __all__ = [
 ]
 
 CASES_FILE = Path(__file__).resolve().parents[1] / "data" / "http-cases.json"
-_IMPORT_ROUTE = re.compile(r"/api/v1/spaces/[^/?]+/import")
+ARCHIVE_CASES_FILE = CASES_FILE.with_name("archive-cases.json")
+_IMPORT_ROUTE = re.compile(r"/api/v1/spaces/[^/?]+/import(/.*)?")
 _PLACEHOLDER = re.compile(r"\{([A-Z][A-Z0-9_]*(?::[^{}]*)?|A\*\d+)\}")
 _KNOWN_REQUEST_KEYS = {
     "method", "path", "headers", "body_kind", "body", "body_size", "body_pattern",
     "expect", "archive_members", "severity", "repeat", "multipart", "special",
-    "compression",
+    "compression", "format", "prepend_junk_bytes",
 }
 # Shown in reports: enough of a body to recognise it.
 _EXCERPT_BYTES = 160
@@ -86,17 +93,20 @@ class CaseRun:
     final_violations: list[str]
 
 
-def load_cases() -> list[dict[str, Any]]:
-    """Read the case list from the repository's copy of http-cases.json."""
-    cases: list[dict[str, Any]] = json.loads(CASES_FILE.read_text())["cases"]
+def load_cases(path: Path = CASES_FILE) -> list[dict[str, Any]]:
+    """Read the case list from the repository's copy of a case file."""
+    cases: list[dict[str, Any]] = json.loads(path.read_text())["cases"]
     return cases
 
 
 def is_issue_4(request: Mapping[str, Any]) -> bool:
-    """Tell whether a request goes to a share link or the import route (issue 4)."""
-    path = request["path"]
-    return path.startswith("/s/") or bool(
-        _IMPORT_ROUTE.fullmatch(path.split("?", 1)[0]))
+    """Tell whether a request goes to a share link, which waits for issue 4."""
+    return bool(request["path"].startswith("/s/"))
+
+
+def is_import(request: Mapping[str, Any]) -> bool:
+    """Tell whether a request goes to the archive import route."""
+    return bool(_IMPORT_ROUTE.fullmatch(request["path"].split("?", 1)[0]))
 
 
 def is_issue_4_only(case: Mapping[str, Any]) -> bool:

@@ -22,7 +22,7 @@ from http_cases import (
 from live_server import LiveServer
 
 CASES = {case["id"]: case for case in load_cases()}
-ISSUE_4 = "share links and archive import arrive with issue 4; must_not items held"
+ISSUE_4 = "share links arrive with issue 4; must_not items held"
 # Product bugs the cases expose, by (variant, case id, request index); index None
 # marks the final-state test. Each stays strict: a fix turns it into a failure
 # here, and the entry must then go.

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from strongroom import __version__
-from strongroom.api import archive, auth_routes, files
+from strongroom.api import archive, auth_routes, files, imports
 from strongroom.api.fastlane import DownloadFastLane
 from strongroom.api.middleware import AccessLogMiddleware, RawPathMiddleware
 from strongroom.api.problems import install_problem_handlers
@@ -51,11 +51,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(auth_routes.router, prefix=API_PREFIX)
     app.include_router(files.router, prefix=API_PREFIX)
     app.include_router(archive.router, prefix=API_PREFIX)
+    app.include_router(imports.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         """Answer while the process is up; needs no token."""
         return {"status": "ok"}
+
+    @app.get("/.well-known/jwks.json", tags=["auth"])
+    def jwks() -> dict[str, list[dict[str, str]]]:
+        """Publish the public token keys (RFC 7517); empty with HS256 secrets."""
+        return services.tokens.public_jwks()
 
     return app
 

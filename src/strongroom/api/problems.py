@@ -50,11 +50,13 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.UserExistsError: (409, "user_exists"),
     errors.UserNotFoundError: (404, "user_not_found"),
     errors.PasswordPolicyError: (400, "password_policy"),
+    errors.InvalidTokenError: (401, "invalid_token"),
     errors.AuthError: (401, "unauthorized"),
     errors.PermissionDeniedError: (403, "forbidden"),
     errors.IncompleteUploadError: (400, "upload_incomplete"),
     errors.PreconditionFailedError: (412, "precondition_failed"),
     errors.LimitExceededError: (413, "too_large"),
+    errors.UnreadableArchiveError: (422, "unreadable_archive"),
     errors.TooManyRequestsError: (429, "too_many_requests"),
     errors.StorageError: (500, "storage_error"),
     errors.ConfigError: (500, "config_error"),
@@ -124,7 +126,7 @@ async def _strongroom_error(request: Request, exc: Exception) -> JSONResponse:
 def strongroom_error_response(exc: errors.StrongroomError) -> JSONResponse:
     """Log a handled error once and return its problem+json answer."""
     status, code = status_of(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": _bearer_challenge(exc)} if status == 401 else None
     if status >= 500:
         log.error("request_failed", exc_info=exc, extra={"code": code})
         return problem_response(status, code, "the server could not complete this")
@@ -140,6 +142,14 @@ def strongroom_error_response(exc: errors.StrongroomError) -> JSONResponse:
     if isinstance(exc, errors.TooManyRequestsError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return problem_response(status, code, str(exc), headers)
+
+
+def _bearer_challenge(exc: errors.StrongroomError) -> str:
+    # RFC 6750, section 3: a refused token names the error; a request that
+    # offered no token at all gets the bare challenge.
+    if isinstance(exc, errors.InvalidTokenError):
+        return 'Bearer error="invalid_token"'
+    return "Bearer"
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

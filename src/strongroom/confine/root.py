@@ -396,6 +396,60 @@ class Root:
         finally:
             os.close(src_parent)
 
+    # Staging folders (archive import)
+
+    def make_staging_dir(self) -> tuple[str, Root]:
+        """Create a hidden staging folder at the top and return (name, a Root on it).
+
+        The name starts with `STAGING_PREFIX`, so listings hide it and no user path
+        can name it. The returned root is confined to the folder, denies symlinks
+        and hard links whatever this root allows, and must be closed by the
+        caller; `remove_staging_dir` deletes the folder again.
+        """
+        name = f"{STAGING_PREFIX}import-{secrets.token_hex(12)}"
+        try:
+            os.mkdir(name, 0o700, dir_fd=self._fd)
+            fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self._fd)
+        except OSError as exc:
+            raise path_error("mkdir", ".", exc, symlinks=self.symlinks) from exc
+        child = Root.__new__(Root)
+        child.symlinks, child.hardlinks = "deny", "deny"
+        child.resolver, child._open = self.resolver, self._open
+        child._allow_symlinks = False
+        child._fd, child._mount = fd, self._mount
+        return name, child
+
+    def remove_staging_dir(self, name: str) -> None:
+        """Delete a folder made by `make_staging_dir`, never following a link."""
+        if not name.startswith(STAGING_PREFIX) or "/" in name:
+            raise InvalidPathError("delete", name, "not a staging folder name")
+        try:
+            _remove_tree(self._fd, name, self._mount)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise path_error("delete", ".", exc, symlinks=self.symlinks) from exc
+
+    def adopt(self, other: Root, src: str, dst: str) -> None:
+        """Move `src` of `other` (a root on the same mount) to `dst` here.
+
+        Each side is resolved beneath its own root; neither final name is
+        followed, and an existing `dst` is refused (RENAME_NOREPLACE).
+        """
+        src_up = other._parse("rename", src)
+        dst_up = self._parse("rename", dst)
+        _refuse_final_dotdot(src_up, "rename")
+        _refuse_final_dotdot(dst_up, "rename")
+        src_parent = other._open_parent(src_up, "rename")
+        try:
+            dst_parent = self._open_parent(dst_up, "rename")
+            try:
+                self._rename(src_up, src_parent, dst_up, dst_parent, False)
+            finally:
+                os.close(dst_parent)
+        finally:
+            os.close(src_parent)
+
     # Internals shared by the operations
 
     def _parse(self, op: str, rel_path: str, *, root_ok: bool = False) -> UserPath:

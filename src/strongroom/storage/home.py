@@ -55,6 +55,16 @@ class HomeSpace:
         self._meta = meta
         self._blobs = blobs
 
+    @property
+    def metadata(self) -> MetadataStore:
+        """The metadata store holding this home's rows (for archive import)."""
+        return self._meta
+
+    @property
+    def blob_store(self) -> BlobStore:
+        """The blob store holding this home's bytes (for archive import)."""
+        return self._blobs
+
     def list(self, rel_path: str, cursor: str | None, limit: int) -> ListPage:
         """List a folder by name, a page at a time."""
         key = _dir_key("list", rel_path, top_ok=True)

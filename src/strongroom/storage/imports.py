@@ -1,0 +1,497 @@
+"""Archive import: unpack a tar or zip into a folder of a space, all or nothing.
+
+Design note. The obvious way to unpack an archive is to walk its members and
+write each one at "destination + member name". That is how archive tools keep
+getting advisories: a `..`, an absolute name, a symlink planted by one member and
+written through by the next, two names that become one after normalisation. Here
+no member name is ever joined to a host path. Each name is checked as text
+(`_member_parts`), claimed in an in-memory tree of the archive (`_Tree`, which
+catches duplicates and file/folder clashes), and written into a staging area
+that belongs to the space: a hidden `.~sr-import-*` folder opened as its own
+confined `Root` for a directory space, random-named blobs for a home. Links,
+devices, FIFOs and sockets are refused and never created. Only when every member
+passed is the staged content published, one rename (or one row) at a time, with
+each step undone again if a later one fails. What we deliberately do not do:
+keep modes, owners or times from the headers (files get the service's modes),
+unpack nested archives, or let a bad member through in a "partial" mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import BinaryIO, Literal, Protocol
+
+from strongroom.confine import Root, parse_user_path
+from strongroom.errors import (
+    ArchiveLimitError,
+    InvalidPathError,
+    NotADirectoryPathError,
+    PathError,
+    PathNotFoundError,
+    PermissionDeniedError,
+    UnreadableArchiveError,
+)
+from strongroom.storage._unpack import ArchiveMember, ImportLimits, read_members
+from strongroom.storage.blobs import BlobInfo
+from strongroom.storage.home import HomeSpace
+from strongroom.storage.records import FileRow
+from strongroom.storage.spaces import DirectorySpace, Space, guess_content_type
+
+__all__ = [
+    "ImportLimits",
+    "ImportReport",
+    "MemberResult",
+    "Outcome",
+    "import_archive",
+]
+
+Outcome = Literal["imported", "refused", "too_large", "unreadable"]
+Status = Literal["imported", "skipped", "refused"]
+_NodeKind = Literal["file", "dir"]
+# What publishing does with one staged entry.
+_Action = Literal["mkdir", "create", "replace"]
+
+_LINK_REASON = "links are never imported (the target is not created either)"
+_SPECIAL_REASON = "only files and folders are imported (this is a {kind})"
+_CANCELLED = "not imported: the archive as a whole was refused"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberResult:
+    """What became of one archive member; `name` is printable archive text."""
+
+    name: str
+    status: Status
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """The answer to an import: the overall outcome and one row per member."""
+
+    outcome: Outcome
+    detail: str
+    members: list[MemberResult]
+
+    def count(self, status: Status) -> int:
+        """Return how many members ended with `status`."""
+        return sum(1 for m in self.members if m.status == status)
+
+
+def import_archive(
+    space: Space,
+    archive: BinaryIO,
+    archive_bytes: int,
+    rel_dir: str,
+    *,
+    overwrite: bool = False,
+    limits: ImportLimits | None = None,
+) -> ImportReport:
+    """Unpack `archive` into folder `rel_dir` ("" is the top) of a writable space.
+
+    All or nothing: either every member passed and the staged content is
+    published, or nothing in the space changes. Existing files are kept (their
+    members are `skipped`) unless `overwrite`. A refused member, a crossed limit
+    or an unreadable archive is reported in the returned report, not raised.
+    Raises `PermissionDeniedError` for a read-only space, and a `PathError` when
+    `rel_dir` itself is refused or is not a folder.
+    """
+    if not space.writable:
+        raise PermissionDeniedError(
+            f"cannot import into space {space.name!r}: it is read-only"
+        )
+    dir_parts = _dir_parts(rel_dir)
+
+    stage = _open_stage(space)
+    try:
+        _check_import_dir(stage, dir_parts, rel_dir)
+        return _run(stage, archive, archive_bytes, dir_parts, overwrite,
+                    limits or ImportLimits())
+    finally:
+        stage.discard()
+
+
+def _run(
+    stage: _Stage,
+    archive: BinaryIO,
+    archive_bytes: int,
+    dir_parts: tuple[str, ...],
+    overwrite: bool,
+    limits: ImportLimits,
+) -> ImportReport:
+    # Unpack into the stage, then plan against the space, then publish: each
+    # step runs only if the one before refused nothing.
+    tree = _Tree()
+    try:
+        _unpack(stage, read_members(archive, archive_bytes, limits), tree)
+    except ArchiveLimitError as exc:
+        return _failed(tree, "too_large", str(exc))
+    except UnreadableArchiveError as exc:
+        return _failed(tree, "unreadable", str(exc))
+    if tree.has_refusals():
+        return _failed(tree, "refused", "members were refused; nothing was imported")
+
+    plan = _plan(stage, tree, dir_parts, overwrite)
+    if tree.has_refusals():
+        detail = "members clash with the space; nothing was imported"
+        return _failed(tree, "refused", detail)
+
+    stage.publish(plan)
+    detail = f"imported {tree.count('imported')} of {len(tree.results)} members"
+    return ImportReport("imported", detail, tree.results)
+
+
+def _failed(tree: _Tree, outcome: Outcome, detail: str) -> ImportReport:
+    members = [
+        m if m.status == "refused" else MemberResult(m.name, "skipped", _CANCELLED)
+        for m in tree.results
+    ]
+    return ImportReport(outcome, detail, members)
+
+
+def _unpack(
+    stage: _Stage, members: Iterator[ArchiveMember], tree: _Tree
+) -> None:
+    for member in members:
+        index = tree.add_result(member.name)
+        try:
+            parts = _member_parts(member.name, member.kind)
+            if parts is None:
+                tree.set(index, "skipped", "names the import folder itself")
+                continue
+            rel = tree.claim(parts, _node_kind(member.kind), index)
+            if tree.has_refusals():
+                continue  # Only checking names from here on; nothing is staged.
+            if member.chunks is None:
+                stage.add_dir(rel)
+            else:
+                stage.write_file(rel, member.chunks)
+        except _RefusedError as exc:
+            tree.set(index, "refused", exc.reason)
+        except PathError as exc:
+            tree.set(index, "refused", exc.reason)
+
+
+class _RefusedError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _node_kind(kind: str) -> _NodeKind:
+    if kind in ("symlink", "hardlink"):
+        raise _RefusedError(_LINK_REASON)
+    if kind not in ("file", "dir"):
+        raise _RefusedError(_SPECIAL_REASON.format(kind=kind))
+    return "file" if kind == "file" else "dir"
+
+
+def _member_parts(name: str, kind: str) -> tuple[str, ...] | None:
+    """Return the components of a member name, or None for the folder itself.
+
+    Stricter than the path rules: `..` is refused anywhere (not only above the
+    top), because an archive has no business naming its parent.
+    """
+    _node_kind(kind)
+    if name == "":
+        raise _RefusedError("the member has an empty name")
+    if name.startswith("/"):
+        raise _RefusedError("absolute names are not accepted in archives")
+    raw = name.split("/")
+    if ".." in raw:
+        raise _RefusedError("'..' is not accepted in archive names")
+    parts = tuple(p for p in raw if p not in ("", "."))
+    if not parts:
+        return None
+    parse_user_path("import", "/".join(parts))
+    return parts
+
+
+def _dir_parts(rel_dir: str) -> tuple[str, ...]:
+    if rel_dir.strip("/") in ("", "."):
+        return ()
+    parts = parse_user_path("import", rel_dir).parts
+    if ".." in parts:
+        raise InvalidPathError("import", rel_dir, "'..' is not accepted here")
+    return parts
+
+
+@dataclass
+class _Tree:
+    """The archive's names as claimed so far, and the report rows."""
+
+    results: list[MemberResult] = field(default_factory=list)
+    # NFC-normalised path -> (kind, path as written, result index that claimed it)
+    nodes: dict[str, tuple[_NodeKind, str, int]] = field(default_factory=dict)
+    order: list[tuple[str, _NodeKind, int]] = field(default_factory=list)
+    refused: int = 0
+
+    def add_result(self, name: str) -> int:
+        self.results.append(MemberResult(_printable(name), "imported"))
+        return len(self.results) - 1
+
+    def set(self, index: int, status: Status, reason: str) -> None:
+        if status == "refused" and self.results[index].status != "refused":
+            self.refused += 1
+        self.results[index] = MemberResult(self.results[index].name, status, reason)
+
+    def has_refusals(self) -> bool:
+        return self.refused > 0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for m in self.results if m.status == status)
+
+    def claim(self, parts: tuple[str, ...], kind: _NodeKind, index: int) -> str:
+        """Claim a path (and its parents as folders); return it joined."""
+        wanted = [(parts[:d], "dir") for d in range(1, len(parts))]
+        wanted.append((parts, kind))
+        fresh = [w for w in wanted if self._check(*w)]
+        for sub, sub_kind in fresh:
+            joined = "/".join(sub)
+            node_kind: _NodeKind = "file" if sub_kind == "file" else "dir"
+            self.nodes[_normal(joined)] = (node_kind, joined, index)
+            self.order.append((joined, node_kind, index))
+        return "/".join(parts)
+
+    def _check(self, parts: tuple[str, ...], kind: str) -> bool:
+        joined = "/".join(parts)
+        seen = self.nodes.get(_normal(joined))
+        if seen is None:
+            return True
+        seen_kind, seen_text, _ = seen
+        if seen_text != joined:
+            raise _RefusedError(
+                f"{_printable(joined)!r} and {_printable(seen_text)!r} are the same "
+                "name after Unicode normalisation"
+            )
+        if seen_kind == "dir" and kind == "dir":
+            return False
+        if seen_kind == "file" and kind == "dir":
+            raise _RefusedError(f"{_printable(joined)!r} is a file earlier in the "
+                                "archive and cannot also be a folder")
+        if seen_kind == "dir":
+            raise _RefusedError("a folder of this name is earlier in the archive")
+        raise _RefusedError("the archive holds this name twice")
+
+
+def _check_import_dir(stage: _Stage, dir_parts: tuple[str, ...], rel_dir: str) -> None:
+    for depth in range(1, len(dir_parts) + 1):
+        found = stage.existing_kind("/".join(dir_parts[:depth]))
+        if found not in (None, "dir"):
+            reason = "the import folder must be a folder (a file or link is there)"
+            raise NotADirectoryPathError("import", rel_dir, reason)
+
+
+def _plan(
+    stage: _Stage, tree: _Tree, dir_parts: tuple[str, ...], overwrite: bool
+) -> list[tuple[_Action, str, str]]:
+    """Decide, against what the space holds now, what publishing will do."""
+    plan: list[tuple[_Action, str, str]] = []
+    prefix = "/".join(dir_parts)
+    for depth in range(1, len(dir_parts) + 1):
+        sub = "/".join(dir_parts[:depth])
+        if stage.existing_kind(sub) is None:
+            plan.append(("mkdir", "", sub))
+    for rel, kind, index in tree.order:
+        dst = f"{prefix}/{rel}" if prefix else rel
+        try:
+            found = stage.existing_kind(dst)
+        except PathError as exc:
+            tree.set(index, "refused", exc.reason)
+            continue
+        action = _decide(kind, found, overwrite)
+        if action == "skip":
+            tree.set(index, "skipped", "a file of this name exists and was kept; "
+                     "add ?overwrite=true to replace it")
+        elif action == "keep":
+            continue
+        elif action.startswith("refuse:"):
+            tree.set(index, "refused", action.removeprefix("refuse:"))
+        else:
+            plan.append((action, rel, dst))  # type: ignore[arg-type]
+    return plan
+
+
+def _decide(kind: _NodeKind, found: str | None, overwrite: bool) -> str:
+    if found is None:
+        return "mkdir" if kind == "dir" else "create"
+    if kind == "dir":
+        return "keep" if found == "dir" else (
+            f"refuse:a {found} of this name is in the space; a folder cannot "
+            "replace it")
+    if found == "file":
+        return "replace" if overwrite else "skip"
+    if found == "dir":
+        return "refuse:a folder of this name is in the space; a file cannot replace it"
+    return f"refuse:a {found} of this name is in the space and is never replaced"
+
+
+class _Stage(Protocol):
+    def add_dir(self, rel: str) -> None: ...
+    def write_file(self, rel: str, chunks: Iterator[bytes]) -> None: ...
+    def existing_kind(self, dst: str) -> str | None: ...
+    def publish(self, plan: list[tuple[_Action, str, str]]) -> None: ...
+    def discard(self) -> None: ...
+
+
+def _open_stage(space: Space) -> _Stage:
+    if isinstance(space, DirectorySpace):
+        return _DirectoryStage(space.root)
+    if isinstance(space, HomeSpace):
+        return _HomeStage(space)
+    raise PermissionDeniedError(f"space {space.name!r} does not take imports")
+
+
+class _DirectoryStage:
+    """Members staged under a hidden folder of the space, published by rename.
+
+    The stage holds `m/` (the members, at their archive paths) and `b/` (files
+    that an overwrite moved aside, so a failed publish can put them back).
+    """
+
+    def __init__(self, space_root: Root) -> None:
+        self._space = space_root
+        self._name, self._stage = space_root.make_staging_dir()
+        self._stage.mkdir("m")
+        self._stage.mkdir("b")
+
+    def add_dir(self, rel: str) -> None:
+        self._stage.mkdir(f"m/{rel}", parents=True, exist_ok=True)
+
+    def write_file(self, rel: str, chunks: Iterator[bytes]) -> None:
+        with self._stage.open_writer(
+            f"m/{rel}", exclusive=True, make_parents=True
+        ) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            writer.commit()
+
+    def existing_kind(self, dst: str) -> str | None:
+        try:
+            return self._space.lstat(dst).kind
+        except PathNotFoundError:
+            return None
+
+    def publish(self, plan: list[tuple[_Action, str, str]]) -> None:
+        space, stage = self._space, self._stage
+        undo: list[Callable[[], None]] = []
+        try:
+            for n, (action, rel, dst) in enumerate(plan):
+                if action == "mkdir":
+                    space.mkdir(dst)
+                    undo.append(partial(space.remove, dst))
+                    continue
+                if action == "replace":
+                    stage.adopt(space, dst, f"b/{n}")
+                    undo.append(partial(space.adopt, stage, f"b/{n}", dst))
+                space.adopt(stage, f"m/{rel}", dst)
+                undo.append(partial(stage.adopt, space, dst, f"m/{rel}"))
+        except BaseException:
+            _undo_all(undo)
+            raise
+
+    def discard(self) -> None:
+        self._stage.close()
+        self._space.remove_staging_dir(self._name)
+
+
+class _HomeStage:
+    """Members staged as blobs; rows are added only when the whole archive passed."""
+
+    def __init__(self, home: HomeSpace) -> None:
+        self._home = home
+        self._staged: dict[str, BlobInfo] = {}
+        self._published: set[str] = set()
+
+    def add_dir(self, rel: str) -> None:
+        return None  # Folders are rows, made on publish.
+
+    def write_file(self, rel: str, chunks: Iterator[bytes]) -> None:
+        writer = self._home.blob_store.create_blob()
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            self._staged[rel] = writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def existing_kind(self, dst: str) -> str | None:
+        meta, owner = self._home.metadata, self._home.owner_id
+        if meta.get_file(owner, dst) is not None:
+            return "file"
+        entry = meta.get_entry(owner, dst)
+        return None if entry is None else entry.kind
+
+    def publish(self, plan: list[tuple[_Action, str, str]]) -> None:
+        meta, owner = self._home.metadata, self._home.owner_id
+        undo: list[Callable[[], None]] = []
+        replaced: list[str] = []
+        try:
+            for action, rel, dst in plan:
+                if action == "mkdir":
+                    meta.add_dir(owner, dst)
+                    undo.append(partial(meta.remove_dir, owner, dst))
+                    continue
+                old = meta.get_file(owner, dst) if action == "replace" else None
+                blob = self._staged[rel]
+                result = meta.put_file(
+                    owner, dst, blob_id=blob.blob_id, size=blob.size,
+                    sha256=blob.sha256, content_type=guess_content_type(dst),
+                    create_only=action == "create",
+                )
+                self._published.add(rel)
+                if result.replaced_blob_id is not None:
+                    replaced.append(result.replaced_blob_id)
+                undo.append(self._undo_put(dst, rel, old))
+        except BaseException:
+            _undo_all(undo)
+            raise
+        for blob_id in replaced:
+            self._home.blob_store.delete_blob(blob_id)
+
+    def _undo_put(
+        self, dst: str, rel: str, old: FileRow | None
+    ) -> Callable[[], None]:
+        meta, owner = self._home.metadata, self._home.owner_id
+
+        def undo() -> None:
+            self._published.discard(rel)
+            if old is None:
+                meta.remove_file(owner, dst)
+                return
+            meta.put_file(owner, dst, blob_id=old.blob_id, size=old.size,
+                          sha256=old.sha256, content_type=old.content_type)
+
+        return undo
+
+    def discard(self) -> None:
+        for rel, blob in self._staged.items():
+            if rel not in self._published:
+                with contextlib.suppress(PathError, OSError):
+                    self._home.blob_store.delete_blob(blob.blob_id)
+
+
+def _undo_all(undo: list[Callable[[], None]]) -> None:
+    # Best effort, newest first: a step that cannot be undone (someone changed
+    # the name meanwhile) must not stop the others from being undone.
+    for step in reversed(undo):
+        with contextlib.suppress(PathError, OSError):
+            step()
+
+
+def _normal(joined: str) -> str:
+    return unicodedata.normalize("NFC", joined)
+
+
+def _printable(text: str) -> str:
+    # Names go back to the client in JSON and into logs: cut long ones, and show
+    # control characters and undecodable bytes as escapes.
+    shown = text if len(text) <= 200 else text[:200] + "..."
+    if shown.isprintable():
+        return shown
+    return shown.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")

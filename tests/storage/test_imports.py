@@ -1,0 +1,96 @@
+"""`import_archive` against a real directory space, with small bomb limits."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from strongroom.confine import Root
+from strongroom.storage.imports import ImportLimits, import_archive
+from strongroom.storage.spaces import DirectorySpace
+
+SMALL = ImportLimits(max_members=5, max_total_bytes=3000, max_member_bytes=2000,
+                     max_ratio=10, ratio_floor_bytes=1000)
+
+
+@pytest.fixture
+def space_dir(tmp_path: Path) -> Path:
+    (tmp_path / "space").mkdir()
+    return tmp_path / "space"
+
+
+@pytest.fixture
+def space(space_dir: Path) -> Iterator[DirectorySpace]:
+    with Root(space_dir) as root:
+        yield DirectorySpace("lab", root, writable=True)
+
+
+def tar_of(members: dict[str, bytes], compression: str = "") -> io.BytesIO:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=f"w:{compression}" if compression else "w"
+                      ) as tar:  # type: ignore[call-overload]
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out.seek(0)
+    return out
+
+
+def run(space: DirectorySpace, archive: io.BytesIO) -> str:
+    size = len(archive.getvalue())
+    return import_archive(space, archive, size, "", limits=SMALL).outcome
+
+
+def test_too_many_members_stop_the_import(
+    space: DirectorySpace, space_dir: Path
+) -> None:
+    archive = tar_of({f"f{i}": b"x" for i in range(6)})
+
+    assert run(space, archive) == "too_large"
+    assert os.listdir(space_dir) == []
+
+
+def test_a_member_over_the_size_limit_stops_the_import(
+    space: DirectorySpace, space_dir: Path
+) -> None:
+    archive = tar_of({"a": os.urandom(1000), "big": os.urandom(2500)})
+
+    assert run(space, archive) == "too_large"
+    assert os.listdir(space_dir) == []
+
+
+def test_total_unpacked_bytes_over_the_limit_stop_the_import(
+    space: DirectorySpace, space_dir: Path
+) -> None:
+    archive = tar_of({f"f{i}": os.urandom(1000) for i in range(4)})
+
+    assert run(space, archive) == "too_large"
+    assert os.listdir(space_dir) == []
+
+
+def test_a_compression_ratio_over_the_limit_stops_the_import(
+    space: DirectorySpace, space_dir: Path
+) -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros", bytes(1900))
+    out.seek(0)
+
+    assert run(space, out) == "too_large"
+    assert os.listdir(space_dir) == []
+
+
+def test_an_archive_within_every_limit_is_imported(
+    space: DirectorySpace, space_dir: Path
+) -> None:
+    archive = tar_of({"a": os.urandom(500), "b/c": os.urandom(500)}, "gz")
+
+    assert run(space, archive) == "imported"
+    assert sorted(os.listdir(space_dir)) == ["a", "b"]
