@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import secrets
 import sys
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from strongroom.audit import audit_tree
 from strongroom.auth.keys import load_key_set, rotate_default_key
 from strongroom.auth.passwords import MAX_PASSWORD_BYTES, PasswordHasher
 from strongroom.config import Settings, is_valid_user_name, load_settings
@@ -45,6 +47,8 @@ __all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "EXIT_USER_ERROR", "main"]
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_CONFIG_ERROR = 2
+# Start-up logs this many audit findings per space; the command shows them all.
+MAX_LOGGED_FINDINGS = 50
 
 FIRST_ADMIN_NAME = "admin"
 
@@ -89,11 +93,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USER_ERROR, "the command failed; see the error above")
 
 
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    """Audit a tree: exit 0 when clean, 1 with findings, 2 when it cannot be read."""
+    try:
+        report = audit_tree(args.path)
+    except OSError as exc:
+        return _fail(
+            EXIT_CONFIG_ERROR,
+            f"cannot audit {args.path!r}: {exc.strerror}; give a real directory "
+            "(a symlink is not followed)",
+        )
+    if args.json:
+        print(json.dumps(report.as_json(), indent=1))
+    else:
+        print(report.as_table())
+    return EXIT_OK if report.clean else EXIT_USER_ERROR
+
+
+def _audit_spaces(settings: Settings) -> None:
+    """Warn, at start-up, about every finding in every directory space."""
+    for space in settings.spaces:
+        try:
+            report = audit_tree(space.path)
+        except OSError as exc:
+            log.warning("space_audit_failed",
+                        extra={"space": space.name, "reason": exc.strerror})
+            continue
+        for finding in report.findings[:MAX_LOGGED_FINDINGS]:
+            log.warning(
+                "space_audit_finding",
+                extra={"space": space.name, "kind": finding.kind,
+                       "rel_path": finding.path, "detail": finding.detail},
+            )
+        if len(report.findings) > MAX_LOGGED_FINDINGS:
+            log.warning(
+                "space_audit_truncated",
+                extra={"space": space.name, "findings": len(report.findings),
+                       "hint": f"run 'strongroom audit {space.path}' for all"},
+            )
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     """Check the spaces, create the first admin if there are no users, then serve."""
     # Open every space root first: a missing directory must stop start-up before
     # anything (database, secret, first admin) is created.
-    open_directory_spaces(settings.spaces, resolver=settings.resolver)
+    for _, space in open_directory_spaces(settings.spaces, resolver=settings.resolver):
+        space.root.close()
+    _audit_spaces(settings)
     store = _open_store(settings)
     try:
         # A missing, unsafe or weak token key stops us here.
@@ -334,6 +380,14 @@ def _build_parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", parents=[config], help="delete a user")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(command=_user_remove)
+
+    audit = commands.add_parser(
+        "audit", parents=[config],
+        help="report links, hard links, FIFOs, devices and loose permissions in a tree",
+    )
+    audit.add_argument("path", help="the directory tree to audit")
+    audit.add_argument("--json", action="store_true", help="print JSON, not a table")
+    audit.set_defaults(command=_audit)
 
     keys = commands.add_parser("keys", parents=[config], help="manage token keys")
     key_actions = keys.add_subparsers(title="actions", required=True, metavar="ACTION")
