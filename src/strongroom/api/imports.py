@@ -43,6 +43,7 @@ _FAILURE_STATUS: dict[Outcome, tuple[int, str]] = {
     "refused": (422, "import_refused"),
     "too_large": (413, "import_too_large"),
     "unreadable": (422, "unreadable_archive"),
+    "conflict": (409, "import_conflict"),
 }
 
 

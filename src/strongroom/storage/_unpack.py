@@ -17,6 +17,9 @@ archive's own size.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import lzma
 import stat
 import tarfile
@@ -24,9 +27,12 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, BinaryIO, Literal
+from typing import IO, TYPE_CHECKING, BinaryIO, Literal
 
 from strongroom.errors import ArchiveLimitError, UnreadableArchiveError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = [
     "MAX_COMPRESSION_RATIO",
@@ -56,6 +62,9 @@ MAX_COMPRESSION_RATIO = 100
 # The ratio is only judged past this many unpacked bytes: a tiny archive of
 # repetitive text can exceed any ratio while being harmless.
 RATIO_FLOOR_BYTES = 16 * 1024**2
+# Tar framing a stream may add to its members' bytes before the limits bite: the
+# end-of-archive blocks and record padding (10 KiB), plus room for pax records.
+STREAM_FRAMING_BYTES = 64 * 1024
 
 # Members are copied in chunks of this size, so an import holds one chunk at a time.
 CHUNK_BYTES = 1 << 20
@@ -120,6 +129,7 @@ class _Meter:
         self.archive_bytes = archive_bytes
         self.members = 0
         self.total = 0
+        self.stream_total = 0
 
     def count_member(self) -> None:
         self.members += 1
@@ -130,21 +140,38 @@ class _Meter:
             )
 
     def count_bytes(self, member_total: int, chunk: int) -> None:
+        self.count_member_bytes(member_total)
         self.total += chunk
-        limits = self.limits
-        if member_total > limits.max_member_bytes:
+        self._check_total(self.total)
+
+    def count_stream_bytes(self, chunk: int) -> None:
+        """Count raw tar stream bytes: headers, padding and skipped data too.
+
+        The stream may exceed the members' own total by the framing tar needs (a
+        512-byte header per member, padding to 10 KiB records), so it gets that
+        allowance on top of the limit.
+        """
+        self.stream_total += chunk
+        allowance = STREAM_FRAMING_BYTES + 2048 * self.members
+        self._check_total(self.stream_total - allowance)
+
+    def count_member_bytes(self, member_total: int) -> None:
+        if member_total > self.limits.max_member_bytes:
             raise ArchiveLimitError(
                 f"import refused: a member unpacks to more than "
-                f"{limits.max_member_bytes} bytes; upload it on its own"
+                f"{self.limits.max_member_bytes} bytes; upload it on its own"
             )
-        if self.total > limits.max_total_bytes:
+
+    def _check_total(self, total: int) -> None:
+        limits = self.limits
+        if total > limits.max_total_bytes:
             raise ArchiveLimitError(
                 f"import refused: the archive unpacks to more than "
                 f"{limits.max_total_bytes} bytes; split it"
             )
         if (
-            self.total > limits.ratio_floor_bytes
-            and self.total > limits.max_ratio * self.archive_bytes
+            total > limits.ratio_floor_bytes
+            and total > limits.max_ratio * self.archive_bytes
         ):
             raise ArchiveLimitError(
                 f"import refused: the archive expands more than "
@@ -158,6 +185,44 @@ def _metered(read: Iterator[bytes], meter: _Meter) -> Iterator[bytes]:
         member_total += len(chunk)
         meter.count_bytes(member_total, len(chunk))
         yield chunk
+
+
+class _MeteredStream(io.RawIOBase):
+    """The decompressed tar stream, every byte of it counted before it is read.
+
+    tarfile reads GNU long names, pax records and the data of members it skips
+    straight from its stream, past any per-member meter; counting here, and
+    refusing a read that would cross a limit before it is made, bounds them all.
+    """
+
+    def __init__(self, source: IO[bytes] | io.BufferedIOBase, meter: _Meter) -> None:
+        self._source = source
+        self._meter = meter
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), CHUNK_BYTES)
+        self._meter.count_stream_bytes(0)  # a limit already crossed stops here
+        data = self._source.read(want)
+        self._meter.count_stream_bytes(len(data))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _decompressed(archive: BinaryIO) -> IO[bytes] | io.BufferedIOBase:
+    """Open the right decompressor by the data's magic bytes (plain tar: none)."""
+    head = archive.read(6)
+    archive.seek(0)
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=archive, mode="rb")
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(archive, mode="rb")
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(archive, mode="rb")
+    return archive
 
 
 def _read_chunks(stream: IO[bytes]) -> Iterator[bytes]:
@@ -178,14 +243,21 @@ def _unreadable(exc: BaseException) -> UnreadableArchiveError:
 
 
 def _tar_members(archive: BinaryIO, meter: _Meter) -> Iterator[ArchiveMember]:
-    # Stream mode ("r|*") reads forward only and picks the decompressor from the
-    # data's magic bytes, so no member is ever re-read or sought to.
-    with tarfile.open(fileobj=archive, mode="r|*") as tar:
+    # Stream mode ("r|") reads forward only, so no member is ever re-read or
+    # sought to; we pick the decompressor ourselves so that the decompressed
+    # stream passes through the meter.
+    metered = io.BufferedReader(_MeteredStream(_decompressed(archive), meter))
+    with tarfile.open(fileobj=metered, mode="r|") as tar:
         for info in tar:
             meter.count_member()
+            # tarfile cuts a pax name at NUL; hand on the whole name, so that the
+            # path rules refuse it instead of importing a shortened name.
+            name = info.pax_headers.get("path", info.name)
+            if "\x00" not in name:
+                name = info.name
             kind = _tar_kind(info)
-            if kind != "file":
-                yield ArchiveMember(info.name, kind)
+            if kind != "file" or name != info.name:
+                yield ArchiveMember(name, kind, iter(()) if kind == "file" else None)
                 continue
             stream = tar.extractfile(info)
             assert stream is not None  # a regular member always has a stream
@@ -222,8 +294,10 @@ def _zip_members(archive: BinaryIO, meter: _Meter) -> Iterator[ArchiveMember]:
         for info in infos:
             meter.count_member()
             kind = _zip_kind(info)
-            if kind != "file":
-                yield ArchiveMember(info.filename, kind)
+            # zipfile cuts a name at NUL too; the whole name meets the path rules.
+            if kind != "file" or "\x00" in info.orig_filename:
+                empty = iter(()) if kind == "file" else None
+                yield ArchiveMember(info.orig_filename, kind, empty)
                 continue
             if info.flag_bits & 0x1:
                 raise UnreadableArchiveError(

@@ -49,11 +49,15 @@ __all__ = [
     "import_archive",
 ]
 
-Outcome = Literal["imported", "refused", "too_large", "unreadable"]
+Outcome = Literal["imported", "refused", "too_large", "unreadable", "conflict"]
 Status = Literal["imported", "skipped", "refused"]
 _NodeKind = Literal["file", "dir"]
 # What publishing does with one staged entry.
 _Action = Literal["mkdir", "create", "replace"]
+
+# Files and folders one import may create, implied parent folders included: twice
+# the member limit leaves room for one folder per file, no more.
+MAX_IMPORT_PATHS = 20_000
 
 _LINK_REASON = "links are never imported (the target is not created either)"
 _SPECIAL_REASON = "only files and folders are imported (this is a {kind})"
@@ -140,7 +144,14 @@ def _run(
         detail = "members clash with the space; nothing was imported"
         return _failed(tree, "refused", detail)
 
-    stage.publish(plan)
+    try:
+        stage.publish(plan)
+    except PathError as exc:
+        # Someone changed the target while we published (moved a folder, wrote a
+        # name first): what this import had placed was taken back where it still
+        # stood. Known limit: a file moved elsewhere meanwhile stays there.
+        detail = f"the space changed during the import ({exc.reason}); try again"
+        return _failed(tree, "conflict", detail)
     detail = f"imported {tree.count('imported')} of {len(tree.results)} members"
     return ImportReport("imported", detail, tree.results)
 
@@ -250,6 +261,13 @@ class _Tree:
         wanted = [(parts[:d], "dir") for d in range(1, len(parts))]
         wanted.append((parts, kind))
         fresh = [w for w in wanted if self._check(*w)]
+        if len(self.nodes) + len(fresh) > MAX_IMPORT_PATHS:
+            # Folders implied by deep names count too: a small archive of empty
+            # files must not make hundreds of thousands of folders.
+            raise ArchiveLimitError(
+                f"import refused: the archive names more than {MAX_IMPORT_PATHS} "
+                "files and folders; split it"
+            )
         for sub, sub_kind in fresh:
             joined = "/".join(sub)
             node_kind: _NodeKind = "file" if sub_kind == "file" else "dir"
@@ -389,7 +407,8 @@ class _DirectoryStage:
                     stage.adopt(space, dst, f"b/{n}")
                     undo.append(partial(space.adopt, stage, f"b/{n}", dst))
                 space.adopt(stage, f"m/{rel}", dst)
-                undo.append(partial(stage.adopt, space, dst, f"m/{rel}"))
+                undo.append(partial(_take_back, space, stage, dst, f"m/{rel}",
+                                    _identity(space, dst)))
         except BaseException:
             _undo_all(undo)
             raise
@@ -474,6 +493,20 @@ class _HomeStage:
             if rel not in self._published:
                 with contextlib.suppress(PathError, OSError):
                     self._home.blob_store.delete_blob(blob.blob_id)
+
+
+def _identity(root: Root, rel_path: str) -> tuple[int, int]:
+    entry = root.lstat(rel_path)
+    return entry.dev, entry.ino
+
+
+def _take_back(
+    space: Root, stage: Root, dst: str, staged: str, published: tuple[int, int]
+) -> None:
+    # Undo only what this import put there: if another request replaced the
+    # file since, that request's write was answered and stands.
+    if _identity(space, dst) == published:
+        stage.adopt(space, dst, staged)
 
 
 def _undo_all(undo: list[Callable[[], None]]) -> None:
