@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Mapping
 from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
 
+from strongroom.api.body import receive_body
 from strongroom.api.deps import CurrentUser, Services, get_services
 from strongroom.api.download import FileInfo, FileResponse
 from strongroom.api.schemas import (
@@ -23,7 +21,6 @@ from strongroom.api.schemas import (
     meta_out,
 )
 from strongroom.errors import (
-    IncompleteUploadError,
     LimitExceededError,
     PathExistsError,
     PreconditionFailedError,
@@ -40,10 +37,6 @@ from strongroom.storage.spaces import (
 __all__ = ["open_download", "router"]
 
 router = APIRouter(tags=["files"])
-
-# Uploads are written in batches of this size, in a worker thread, so a slow disk
-# never stalls the event loop and each upload holds at most this much in memory.
-WRITE_BATCH_BYTES = 1 << 20
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
@@ -256,55 +249,10 @@ def _check_declared_length(request: Request, limit: int) -> None:
 async def _receive(
     request: Request, writer: SpaceWriter, limit: int
 ) -> tuple[FileMeta, bool]:
-    """Stream the body into `writer`; abort on any failure, commit at the end.
-
-    Chunks are gathered into batches of `WRITE_BATCH_BYTES`; each batch is written
-    in a worker thread while the next one arrives from the socket, so the network
-    and the disk work at the same time and an upload holds at most two batches.
-    """
-    batch: list[bytes] = []
-    batch_bytes = received = 0
-    pending: asyncio.Task[None] | None = None
+    """Stream the body into `writer`; abort on any failure, commit at the end."""
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise LimitExceededError(
-                    f"upload refused: the body is over the {limit}-byte limit; "
-                    "raise max_upload_bytes or split the file"
-                )
-            batch.append(chunk)
-            batch_bytes += len(chunk)
-            if batch_bytes >= WRITE_BATCH_BYTES:
-                if pending is not None:
-                    await pending
-                pending = _write_soon(writer, b"".join(batch))
-                batch, batch_bytes = [], 0
-        if pending is not None:
-            await pending
-        if batch:
-            await anyio.to_thread.run_sync(writer.write, b"".join(batch))
+        await receive_body(request, writer.write, limit, "upload")
         return await anyio.to_thread.run_sync(writer.commit)
-    except ClientDisconnect:
-        await _settle(pending)
-        await anyio.to_thread.run_sync(writer.abort)
-        raise IncompleteUploadError(
-            f"the client closed the connection after {received} bytes; nothing "
-            "was stored"
-        ) from None
     except BaseException:
-        await _settle(pending)
         await anyio.to_thread.run_sync(writer.abort)
         raise
-
-
-def _write_soon(writer: SpaceWriter, data: bytes) -> asyncio.Task[None]:
-    return asyncio.ensure_future(anyio.to_thread.run_sync(writer.write, data))
-
-
-async def _settle(pending: asyncio.Task[None] | None) -> None:
-    # Let a write in flight finish before the writer is aborted; its own error,
-    # if any, is beside the point now.
-    if pending is not None:
-        with contextlib.suppress(BaseException):
-            await pending

@@ -17,12 +17,11 @@ from typing import IO, Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
 
+from strongroom.api.body import receive_body
 from strongroom.api.deps import CurrentUser, Services, get_services
 from strongroom.api.problems import problem_response
 from strongroom.errors import (
-    IncompleteUploadError,
     LimitExceededError,
     PermissionDeniedError,
 )
@@ -34,9 +33,6 @@ router = APIRouter(tags=["files"])
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-# Chunks from the socket are written to the spool file in batches of this size,
-# in a worker thread, so the event loop never waits on the disk.
-SPOOL_BATCH_BYTES = 1 << 20
 
 # A refused import answers with its report; the status says why it was refused.
 _FAILURE_STATUS: dict[Outcome, tuple[int, str]] = {
@@ -115,25 +111,4 @@ def _check_declared_length(request: Request, limit: int) -> None:
 
 async def _spool(request: Request, spool: IO[bytes], limit: int) -> int:
     """Copy the body into `spool`; return its size. Over `limit` raises 413."""
-    batch: list[bytes] = []
-    batch_bytes = received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise LimitExceededError(
-                    f"import refused: the body is over the {limit}-byte upload "
-                    "limit; raise max_upload_bytes or split the archive"
-                )
-            batch.append(chunk)
-            batch_bytes += len(chunk)
-            if batch_bytes >= SPOOL_BATCH_BYTES:
-                await anyio.to_thread.run_sync(spool.write, b"".join(batch))
-                batch, batch_bytes = [], 0
-    except ClientDisconnect:
-        raise IncompleteUploadError(
-            f"the client closed the connection after {received} bytes; nothing "
-            "was imported"
-        ) from None
-    await anyio.to_thread.run_sync(spool.write, b"".join(batch))
-    return received
+    return await receive_body(request, spool.write, limit, "import")

@@ -382,19 +382,7 @@ class Root:
         (renameat2 RENAME_NOREPLACE). A trailing `/` on either side demands that
         `src` is a directory.
         """
-        src_up = self._parse("rename", src)
-        dst_up = self._parse("rename", dst)
-        _refuse_final_dotdot(src_up, "rename")
-        _refuse_final_dotdot(dst_up, "rename")
-        src_parent = self._open_parent(src_up, "rename")
-        try:
-            dst_parent = self._open_parent(dst_up, "rename")
-            try:
-                self._rename(src_up, src_parent, dst_up, dst_parent, overwrite)
-            finally:
-                os.close(dst_parent)
-        finally:
-            os.close(src_parent)
+        self._move_from(self, src, dst, overwrite=overwrite)
 
     # Staging folders (archive import)
 
@@ -436,6 +424,13 @@ class Root:
         Each side is resolved beneath its own root; neither final name is
         followed, and an existing `dst` is refused (RENAME_NOREPLACE).
         """
+        self._move_from(other, src, dst, overwrite=False)
+
+    # Internals shared by the operations
+
+    def _move_from(self, other: Root, src: str, dst: str, *, overwrite: bool) -> None:
+        # Each side resolves its parent beneath its own root: a rename inside one
+        # root passes `self` as `other`.
         src_up = other._parse("rename", src)
         dst_up = self._parse("rename", dst)
         _refuse_final_dotdot(src_up, "rename")
@@ -444,13 +439,11 @@ class Root:
         try:
             dst_parent = self._open_parent(dst_up, "rename")
             try:
-                self._rename(src_up, src_parent, dst_up, dst_parent, False)
+                self._rename(src_up, src_parent, dst_up, dst_parent, overwrite)
             finally:
                 os.close(dst_parent)
         finally:
             os.close(src_parent)
-
-    # Internals shared by the operations
 
     def _parse(self, op: str, rel_path: str, *, root_ok: bool = False) -> UserPath:
         if self._fd < 0:
