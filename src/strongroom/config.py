@@ -18,6 +18,8 @@ Every key, with its default:
                                            # EdDSA, created on first start)
     token_verify_key_files = []            # older keys, verify-only (rotation)
     token_leeway_seconds = 0               # clock skew allowed, 0-10
+    refresh_ttl_seconds = 2592000          # a login's absolute end (30 days)
+    refresh_idle_seconds = 604800          # a refresh token unused this long dies
     max_upload_bytes = 10737418240
     host = "127.0.0.1"
     port = 8000
@@ -102,6 +104,8 @@ _USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _ROLE_ENTRIES = ("role:admin", "role:user")
 # A bearer token lives at most a week; a password change revokes it sooner.
 MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600
+# A login (refresh-token family) lasts at most a year, whatever the idle time.
+MAX_REFRESH_TTL_SECONDS = 365 * 24 * 3600
 # Clock skew allowed when checking token times; issue #3 caps it at 10 s.
 MAX_TOKEN_LEEWAY_SECONDS = 10
 
@@ -182,6 +186,12 @@ class Settings(BaseSettings):
     token_key_file: Path | None = None
     token_verify_key_files: tuple[Path, ...] = ()
     token_leeway_seconds: _Int = Field(default=0, ge=0, le=MAX_TOKEN_LEEWAY_SECONDS)
+    refresh_ttl_seconds: _Int = Field(
+        default=30 * 24 * 3600, ge=60, le=MAX_REFRESH_TTL_SECONDS
+    )
+    refresh_idle_seconds: _Int = Field(
+        default=7 * 24 * 3600, ge=60, le=MAX_REFRESH_TTL_SECONDS
+    )
     max_upload_bytes: _Int = Field(default=10 * 1024**3, ge=1)
     host: str = Field(default="127.0.0.1", min_length=1)
     port: _Int = Field(default=8000, ge=1, le=65535)
@@ -364,6 +374,8 @@ _ACCEPTED_BY_KEY = {
     "token_ttl_seconds": f"use a whole number of seconds, 1 to {MAX_TOKEN_TTL_SECONDS}",
     "max_upload_bytes": "use a whole number of bytes, at least 1",
     "token_leeway_seconds": "use a whole number of seconds, 0 to 10",
+    "refresh_ttl_seconds": f"use whole seconds, 60 to {MAX_REFRESH_TTL_SECONDS}",
+    "refresh_idle_seconds": f"use whole seconds, 60 to {MAX_REFRESH_TTL_SECONDS}",
     "token_key_file": "use a key file path",
     "token_verify_key_files": "use a list of key file paths",
     "host": "use a host name or IP address",

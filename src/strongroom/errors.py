@@ -49,6 +49,7 @@ __all__ = [
     "DirectoryNotEmptyError",
     "HardlinkRefusedError",
     "IncompleteUploadError",
+    "InvalidGrantError",
     "InvalidPathError",
     "InvalidTokenError",
     "IsADirectoryPathError",
@@ -159,6 +160,13 @@ class InvalidTokenError(AuthError):
 
     The API answers it with `WWW-Authenticate: Bearer error="invalid_token"`
     (RFC 6750, section 3.1); a request with no token gets a bare challenge.
+    """
+
+
+class InvalidGrantError(AuthError):
+    """A refresh token was refused: unknown, used, expired, or its session revoked.
+
+    The API answers 400 `invalid_grant` (RFC 6749, section 5.2).
     """
 
 

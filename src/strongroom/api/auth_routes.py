@@ -1,15 +1,19 @@
-"""The OAuth2 password flow: `POST /api/v1/token`."""
+"""Sessions: log in (`POST /token`), refresh (`POST /token/refresh`), log out.
+
+The refresh route takes a form, like the password flow: `refresh_token=R`
+(and optionally `grant_type=refresh_token`, as RFC 6749 section 6 spells it).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Request, Response
 
-from strongroom.api.deps import get_services
+from strongroom.api.deps import bearer_token, get_services
 from strongroom.api.schemas import TokenOut
-from strongroom.api.services import Services
+from strongroom.api.services import IssuedTokens, Services
 from strongroom.auth.passwords import MAX_CONCURRENT_HASHES
 
 __all__ = ["router"]
@@ -46,7 +50,45 @@ async def issue_token(
     # Waiting for a hashing slot happens here, in the event loop, so a burst of
     # logins never holds the worker threads that every other route needs.
     async with _hashing_slots:
-        token, expires_in = await anyio.to_thread.run_sync(
+        issued = await anyio.to_thread.run_sync(
             services.login, username, password, client
         )
-    return TokenOut(access_token=token, expires_in=expires_in)
+    return _token_out(issued)
+
+
+@router.post(
+    "/token/refresh",
+    response_model=TokenOut,
+    responses={400: {"description": "Refresh token refused (invalid_grant)"}},
+)
+def refresh_token(
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    refresh_token: Annotated[str, Form()],
+    grant_type: Annotated[str | None, Form(pattern="^refresh_token$")] = None,
+) -> TokenOut:
+    """Spend a refresh token for a new access token and a new refresh token.
+
+    Each refresh token works once. Sending one a second time revokes its whole
+    session: every refresh and access token of that login.
+    """
+    request.state.op = "refresh"
+    return _token_out(services.refresh(refresh_token))
+
+
+@router.post("/logout", status_code=204, responses={401: {"description": "No session"}})
+def logout(
+    request: Request, services: Annotated[Services, Depends(get_services)]
+) -> Response:
+    """Revoke the session of the bearer token: its refresh and access tokens."""
+    request.state.op = "logout"
+    services.logout(bearer_token(request.headers.getlist("authorization")))
+    return Response(status_code=204)
+
+
+def _token_out(issued: IssuedTokens) -> TokenOut:
+    return TokenOut(
+        access_token=issued.access_token,
+        expires_in=issued.expires_in,
+        refresh_token=issued.refresh_token,
+    )

@@ -15,6 +15,7 @@ __all__ = [
     "CurrentUser",
     "Services",
     "authenticate_header",
+    "bearer_token",
     "current_user",
     "get_services",
 ]
@@ -48,6 +49,14 @@ async def current_user(
 def authenticate_header(services: Services, values: list[str]) -> User:
     """Return the user named by the values of the request's Authorization headers.
 
+    Raises as `bearer_token` and `Services.authenticate`.
+    """
+    return services.authenticate(bearer_token(values))
+
+
+def bearer_token(values: list[str]) -> str:
+    """Return the one bearer token in the values of the Authorization headers.
+
     A token in the query string, a form or a cookie is never looked at; the
     scheme is case-insensitive (RFC 9110, section 11.1).
 
@@ -69,7 +78,7 @@ def authenticate_header(services: Services, values: list[str]) -> User:
     # One token68 value (RFC 6750, section 2.1): a comma or space means two.
     if not token or " " in token or "," in token:
         raise InvalidTokenError("the Authorization header must be 'Bearer <token>'")
-    return services.authenticate(token)
+    return token
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -51,6 +51,7 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.UserNotFoundError: (404, "user_not_found"),
     errors.PasswordPolicyError: (400, "password_policy"),
     errors.InvalidTokenError: (401, "invalid_token"),
+    errors.InvalidGrantError: (400, "invalid_grant"),
     errors.AuthError: (401, "unauthorized"),
     errors.PermissionDeniedError: (403, "forbidden"),
     errors.IncompleteUploadError: (400, "upload_incomplete"),

@@ -21,11 +21,12 @@ __all__ = [
 
 
 class TokenOut(BaseModel):
-    """A fresh access token (OAuth2 token response, RFC 6749 section 5.1)."""
+    """A fresh access token and the refresh token of its session (RFC 6749, 5.1)."""
 
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme name)
     expires_in: int
+    refresh_token: str
 
 
 class SpaceOut(BaseModel):

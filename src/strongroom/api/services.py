@@ -12,16 +12,18 @@ from strongroom.auth import (
     TokenAuthority,
     load_key_set,
 )
+from strongroom.auth.refresh import hash_refresh_token, new_refresh_token
 from strongroom.auth.throttle import LoginThrottle
 from strongroom.config import Settings
-from strongroom.errors import AuthError, InvalidTokenError
+from strongroom.errors import AuthError, InvalidGrantError, InvalidTokenError
 from strongroom.storage import MetadataStore, User, open_metadata_store
 from strongroom.storage.blobs import LocalBlobStore
 from strongroom.storage.home import HomeSpace
 from strongroom.storage.registry import SpaceRegistry, UserLike, open_directory_spaces
+from strongroom.storage.sessions import RefreshOutcome
 from strongroom.storage.spaces import Space
 
-__all__ = ["Services", "open_token_authority"]
+__all__ = ["IssuedTokens", "Services", "open_token_authority"]
 
 log = logging.getLogger("strongroom.auth")
 
@@ -32,6 +34,16 @@ VERIFIED_TOKEN_CACHE_SIZE = 10_000
 # One message for every failed login, so the answer never tells whether the user
 # name exists.
 _LOGIN_FAILED = "wrong user name or password"
+_REFRESH_REFUSED = "refresh token refused: log in again"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    """An access token and the refresh token of its session; values kept out of repr."""
+
+    access_token: str = field(repr=False)
+    expires_in: int
+    refresh_token: str = field(repr=False)
 
 
 @dataclass
@@ -70,8 +82,8 @@ class Services:
 
     def login(
         self, user_name: str, password: str, client: str = "unknown"
-    ) -> tuple[str, int]:
-        """Check a password and issue an access token; return (token, expires_in).
+    ) -> IssuedTokens:
+        """Check a password, open a session and issue its first tokens.
 
         Raises `AuthError` with one message for every failure, and
         `TooManyRequestsError` while the name or the client address must wait.
@@ -88,9 +100,55 @@ class Services:
         if check.needs_rehash:
             new_hash = self.passwords.hash(password)
             self.meta.set_password(user.id, new_hash, revoke_tokens=False)
-        token = self.tokens.issue_access_token(user.id, self.settings.token_ttl_seconds)
+        refresh_token, refresh_hash = new_refresh_token()
+        session_id = self.meta.sessions.start(
+            user.id,
+            refresh_hash,
+            absolute_seconds=self.settings.refresh_ttl_seconds,
+            idle_seconds=self.settings.refresh_idle_seconds,
+        )
         log.info("login", extra={"user_id": user.id})
-        return token.value, token.expires_in
+        return self._issue(user.id, session_id, refresh_token)
+
+    def refresh(self, refresh_token: str) -> IssuedTokens:
+        """Spend a refresh token and return a new access and refresh token.
+
+        A second use of a refresh token revokes its whole session (the access
+        tokens too) and is logged as `refresh_token_reused`, a theft signal.
+
+        Raises:
+            InvalidGrantError: the token is malformed, unknown, used, expired, or
+                its session was revoked, or its user is gone or inactive.
+        """
+        old_hash = hash_refresh_token(refresh_token)
+        new_token, new_hash = new_refresh_token()
+        result = self.meta.sessions.rotate(
+            old_hash, new_hash, idle_seconds=self.settings.refresh_idle_seconds
+        )
+
+        fields = {"user_id": result.user_id, "session_id": result.session_id}
+        if result.outcome is RefreshOutcome.REUSED:
+            log.warning("refresh_token_reused", extra={**fields, "action": "revoked"})
+        if result.outcome is not RefreshOutcome.ROTATED:
+            log.warning("refresh_refused", extra={"reason": result.outcome.value})
+            raise InvalidGrantError(_REFRESH_REFUSED)
+        assert result.user_id is not None and result.session_id is not None
+        user = self.meta.get_user_by_id(result.user_id)
+        if user is None or not user.active:
+            log.warning("refresh_refused", extra={**fields, "reason": "user"})
+            raise InvalidGrantError(_REFRESH_REFUSED)
+        log.info("token_refreshed", extra=fields)
+        return self._issue(user.id, result.session_id, new_token)
+
+    def logout(self, token: str) -> None:
+        """Revoke the session of a valid access token: its refresh and access tokens.
+
+        Raises:
+            InvalidTokenError: as `authenticate`.
+        """
+        user, claims = self.authenticate_claims(token)
+        self.meta.sessions.revoke(claims.session_id, user.id)
+        log.info("logout", extra={"user_id": user.id})
 
     def authenticate(self, token: str) -> User:
         """Return the active user a bearer token names.
@@ -102,25 +160,43 @@ class Services:
             InvalidTokenError: the token fails verification, its user is gone or
                 inactive, or it was revoked.
         """
+        return self.authenticate_claims(token)[0]
+
+    def authenticate_claims(self, token: str) -> tuple[User, AccessClaims]:
+        """Return the user and the verified claims of a bearer token.
+
+        The user lookup also checks the token's session (one query), so a logout
+        or a refresh-token reuse in any process refuses the token at once.
+
+        Raises:
+            InvalidTokenError: as `authenticate`.
+        """
         claims = self._verified.get(token)
         if claims is None or claims.expires_at <= datetime.now(UTC):
             claims = self.tokens.verify_access_token(token)
             self._remember(token, claims)
-        user = self.meta.get_user_by_id(claims.user_id)
+        user, session_live = self.meta.get_user_in_session(
+            claims.user_id, claims.session_id
+        )
         if user is None or not user.active:
             raise InvalidTokenError("access token refused: the user no longer exists")
-        if claims.is_revoked_by(user.tokens_valid_after):
+        if not session_live or claims.is_revoked_by(user.tokens_valid_after):
             raise InvalidTokenError("access token refused: it was revoked")
-        return user
+        return user, claims
+
+    def _issue(self, user_id: int, session_id: str, refresh_token: str) -> IssuedTokens:
+        ttl = self.settings.token_ttl_seconds
+        token = self.tokens.issue_access_token(user_id, ttl, session_id)
+        return IssuedTokens(token.value, token.expires_in, refresh_token)
 
     def _remember(self, token: str, claims: AccessClaims) -> None:
         # Only fully verified tokens get here, keyed by their exact string, and
         # an entry is used only until its exp: what it skips (syntax, key,
         # signature, types, aud, iss, lifetime) cannot change for the same string
         # while this process lives, since the key set is fixed at start-up. Time
-        # (exp) is re-checked by the caller, and the user lookup and revocation
-        # check run on every request. Clearing the whole map when it is full
-        # bounds memory without an LRU.
+        # (exp) is re-checked by the caller, and the user lookup with the session
+        # and revocation checks runs on every request, cached or not. Clearing
+        # the whole map when it is full bounds memory without an LRU.
         if len(self._verified) >= VERIFIED_TOKEN_CACHE_SIZE:
             self._verified.clear()
         self._verified[token] = claims

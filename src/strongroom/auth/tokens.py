@@ -3,9 +3,11 @@
 A token carries the header {"alg": <the key's algorithm>, "typ": "at+jwt",
 "kid": <the key's kid>} (RFC 9068) and the claims `sub` (the user id, as a
 string), `aud` ("strongroom"), `iss` ("strongroom-auth"), `iat`, `exp`, `jti` and
-`iat_us`, the issue time in microseconds. `iat` has whole seconds only, too coarse
-to tell a token issued just before a password change from one issued just after
-it in the same second; `iat_us` tells them apart (see `AccessClaims.is_revoked_by`).
+`iat_us`, the issue time in microseconds, and `sid`, the session (refresh-token
+family) the token belongs to, so that a logout or a refresh-token reuse revokes
+it. `iat` has whole seconds only, too coarse to tell a token issued just before a
+password change from one issued just after it in the same second; `iat_us` tells
+them apart (see `AccessClaims.is_revoked_by`).
 
 Design note: a general JWT library decides too much from the token itself (the
 algorithm, which claims to check, how to read numbers), and every such decision is
@@ -29,9 +31,9 @@ one does any work, in this order:
 7. the signature, with that key (constant-time for HMAC);
 8. the claims: a strict JSON object; `exp`, `iat`, `iat_us` (and `nbf` when
    present) JSON integers, not booleans, in range; `sub` a user id; `jti` a short
-   string; `aud` and `iss` single strings equal to ours; not expired and `iat`
-   and `nbf` not in the future, with at most `MAX_LEEWAY_SECONDS` of leeway; a
-   lifetime no longer than configured.
+   string; `sid` a session id; `aud` and `iss` single strings equal to ours; not
+   expired and `iat` and `nbf` not in the future, with at most
+   `MAX_LEEWAY_SECONDS` of leeway; a lifetime no longer than configured.
 
 Every failure, whatever its exception (ValueError, TypeError, OverflowError,
 RecursionError from deep JSON, UnicodeError, binascii.Error), becomes
@@ -78,7 +80,7 @@ MAX_LEEWAY_SECONDS = 10
 DEFAULT_MAX_TTL_SECONDS = 7 * 24 * 3600
 
 _HEADER_MEMBERS = frozenset({"alg", "typ", "kid"})
-_REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "aud", "iss", "iat_us")
+_REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "aud", "iss", "iat_us", "sid")
 # 9999-12-31T23:59:59Z: no valid time lies beyond, and datetime cannot go there.
 _MAX_SECONDS = 253402300799
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
@@ -86,6 +88,9 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _USER_ID = re.compile(r"[1-9][0-9]{0,18}")
 # Our jti is 22 characters (16 random bytes); the bound keeps logs and caches small.
 _MAX_JTI_CHARS = 64
+# A session id as the metadata store writes it (22 base64url characters); the
+# bound is the store's column width.
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,32}")
 _PREFIX = "access token refused: "
 
 
@@ -97,6 +102,7 @@ class AccessClaims:
     token_id: str
     issued_at: datetime
     expires_at: datetime
+    session_id: str
 
     def is_revoked_by(self, tokens_valid_after: datetime) -> bool:
         """Return whether a revocation at `tokens_valid_after` kills this token.
@@ -144,15 +150,25 @@ class TokenAuthority:
         self._leeway = leeway_seconds
         self._clock_ns = clock_ns
 
-    def issue_access_token(self, user_id: int, ttl_seconds: int) -> AccessToken:
-        """Sign a token for `user_id` that expires after `ttl_seconds`.
+    def issue_access_token(
+        self, user_id: int, ttl_seconds: int, session_id: str | None = None
+    ) -> AccessToken:
+        """Sign a token for `user_id` in `session_id` that expires after `ttl_seconds`.
+
+        Without `session_id` the token gets a fresh random one that no session row
+        backs, so `Services.authenticate` refuses it; only tests of this layer
+        alone leave it out.
 
         Raises:
-            ValueError: `user_id` or `ttl_seconds` is below 1, or `ttl_seconds` is
-                over the authority's maximum lifetime.
+            ValueError: `user_id` or `ttl_seconds` is below 1, `ttl_seconds` is
+                over the authority's maximum lifetime, or `session_id` is not a
+                session id.
         """
         if user_id < 1 or not 1 <= ttl_seconds <= self._max_ttl:
             raise ValueError("user_id must be at least 1 and ttl_seconds in range")
+        session_id = session_id or secrets.token_urlsafe(16)
+        if SESSION_ID.fullmatch(session_id) is None:
+            raise ValueError("session_id must be 16-32 base64url characters")
         now_us = self._clock_ns() // 1000
         issued_at = now_us // 1_000_000
         claims = AccessClaims(
@@ -160,6 +176,7 @@ class TokenAuthority:
             token_id=secrets.token_urlsafe(16),
             issued_at=_from_micros(now_us),
             expires_at=_from_micros((issued_at + ttl_seconds) * 1_000_000),
+            session_id=session_id,
         )
 
         key = self.keys.active
@@ -172,6 +189,7 @@ class TokenAuthority:
             "exp": issued_at + ttl_seconds,
             "jti": claims.token_id,
             "iat_us": now_us,
+            "sid": session_id,
         }
         signing_input = f"{_encode_json(header)}.{_encode_json(payload)}"
         signature = _b64url_encode(key.sign(signing_input.encode("ascii")))
@@ -256,12 +274,13 @@ class TokenAuthority:
         if not 0 < exp - iat <= self._max_ttl:
             raise InvalidTokenError(_PREFIX + "the token lifetime is not allowed")
 
-        sub, jti = str(payload["sub"]), str(payload["jti"])
+        sub, jti, sid = (str(payload[n]) for n in ("sub", "jti", "sid"))
         return AccessClaims(
             user_id=int(sub),
             token_id=jti,
             issued_at=_from_micros(iat_us),
             expires_at=_from_micros(exp * 1_000_000),
+            session_id=sid,
         )
 
 
@@ -290,6 +309,9 @@ def _check_claim_types(payload: dict[str, object]) -> None:
     jti = payload["jti"]
     if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI_CHARS:
         raise InvalidTokenError(_PREFIX + "claim 'jti' is not a token id")
+    sid = payload["sid"]
+    if not isinstance(sid, str) or SESSION_ID.fullmatch(sid) is None:
+        raise InvalidTokenError(_PREFIX + "claim 'sid' is not a session id")
     sub = payload["sub"]
     if not isinstance(sub, str) or _USER_ID.fullmatch(sub) is None:
         raise InvalidTokenError(_PREFIX + "claim 'sub' is not a user id")

@@ -34,7 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["dirs", "files", "metadata", "users"]
+__all__ = ["dirs", "files", "metadata", "refresh_tokens", "sessions", "users"]
 
 
 class _UTCDateTime(TypeDecorator[datetime]):
@@ -116,4 +116,33 @@ dirs = Table(
     Column("name", _PATH, nullable=False),
     Column("created", _UTCDateTime, nullable=False),
     Index("dirs_listing", "owner_id", "parent", "name"),
+)
+
+# A session is one login: the family of refresh tokens rotated from it and the
+# access tokens issued with its id (`sid`). Revoking the row refuses them all on
+# the next request of every process; the per-request check is a primary-key
+# lookup folded into the user lookup.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created", _UTCDateTime, nullable=False),
+    Column("expires_at", _UTCDateTime, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Index("sessions_user", "user_id"),
+)
+
+# Refresh tokens by their sha256 only. A used row stays until its session goes,
+# so a second use of it is recognised as reuse and revokes the family.
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column(
+        "session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("idle_expires_at", _UTCDateTime, nullable=False),
+    Column("used", Boolean, nullable=False),
+    Index("refresh_tokens_session", "session_id"),
 )

@@ -56,7 +56,7 @@ from strongroom.storage._engine import (
     create_store_engine,
     read_options,
 )
-from strongroom.storage._schema import dirs, files, metadata, users
+from strongroom.storage._schema import dirs, files, metadata, sessions, users
 from strongroom.storage.records import (
     ChildPage,
     DirEntry,
@@ -65,6 +65,7 @@ from strongroom.storage.records import (
     Role,
     User,
 )
+from strongroom.storage.sessions import SessionStore
 
 __all__ = ["MAX_KEY_BYTES", "MetadataStore", "open_metadata_store"]
 
@@ -113,6 +114,7 @@ class MetadataStore:
         self._now = now or _utc_now
         self._read_options = read_options(self._read_engine)
         self._user_by_id = _UserLookup(self._read_engine)
+        self.sessions = SessionStore(engine, self._now)
 
     def create_tables(self) -> None:
         """Create the tables and indexes that do not exist yet."""
@@ -167,7 +169,18 @@ class MetadataStore:
         Connection layer (see `_UserLookup`).
         """
         with _storage_errors():
-            return self._user_by_id(user_id)
+            return self._user_by_id(user_id, "")[0]
+
+    def get_user_in_session(
+        self, user_id: int, session_id: str
+    ) -> tuple[User | None, bool]:
+        """Return the user with this id (or None) and whether the session is live.
+
+        Live: it exists, is this user's and is not revoked. One query (a key
+        lookup with an indexed EXISTS), run by every authenticated request.
+        """
+        with _storage_errors():
+            return self._user_by_id(user_id, session_id)
 
     def get_user_by_name(self, name: str) -> User | None:
         """Return the user with this name, or None."""
@@ -489,7 +502,14 @@ class MetadataStore:
 _ROLES = ("user", "admin")
 # Built once: these run on every request (building a statement costs more than
 # running it on SQLite).
-_USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
+_SESSION_LIVE = exists().where(
+    sessions.c.id == bindparam("session_id"),
+    sessions.c.user_id == users.c.id,
+    sessions.c.revoked.is_(False),
+)
+_USER_BY_ID = select(users, _SESSION_LIVE.label("session_live")).where(
+    users.c.id == bindparam("user_id")
+)
 _USER_CREATED = select(users.c.created).where(users.c.id == bindparam("user_id"))
 _USER_BY_NAME = select(users).where(users.c.name == bindparam("name"))
 _FILE_AT = select(files).where(
@@ -530,14 +550,15 @@ class _UserLookup:
         compiled = _USER_BY_ID.compile(dialect=engine.dialect)
         self._engine = engine
         self._sql = str(compiled)
-        self._positional = compiled.positional
+        self._order = compiled.positiontup if compiled.positional else None
         self._columns = [
             (column.name, _processor(column.type, engine)) for column in users.columns
         ]
 
-    def __call__(self, user_id: int) -> User | None:
-        params: tuple[int] | dict[str, int] = (
-            (user_id,) if self._positional else {"user_id": user_id}
+    def __call__(self, user_id: int, session_id: str) -> tuple[User | None, bool]:
+        named: dict[str, int | str] = {"user_id": user_id, "session_id": session_id}
+        params: tuple[int | str, ...] | dict[str, int | str] = (
+            tuple(named[name] for name in self._order) if self._order else named
         )
         connection = self._engine.raw_connection()
         try:
@@ -548,12 +569,13 @@ class _UserLookup:
         finally:
             connection.close()
         if row is None:
-            return None
+            return None, False
+        *user_row, session_live = row
         values = {
             name: process(value) if process else value
-            for (name, process), value in zip(self._columns, row, strict=True)
+            for (name, process), value in zip(self._columns, user_row, strict=True)
         }
-        return _user_from(values)
+        return _user_from(values), bool(session_live)
 
 
 def _user_from(values: Mapping[str, object]) -> User:
