@@ -40,6 +40,7 @@ from strongroom.errors import (
 from strongroom.logging import configure_logging
 from strongroom.storage import MetadataStore, Role, User, open_metadata_store
 from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
+from strongroom.storage.check import check_stores
 from strongroom.storage.registry import open_directory_spaces
 
 __all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "EXIT_USER_ERROR", "main"]
@@ -107,6 +108,29 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report.as_json(), indent=1))
     else:
         print(report.as_table())
+    return EXIT_OK if report.clean else EXIT_USER_ERROR
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    """Compare rows with blobs: exit 0 when they agree, 1 with findings."""
+    store = _open_store(settings)
+    blobs = LocalBlobStore.open_dir(
+        settings.data_dir / BLOBS_DIR_NAME, resolver=settings.resolver
+    )
+    try:
+        report = check_stores(
+            store, blobs, verify_hashes=not args.no_hashes, repair=args.repair
+        )
+    finally:
+        blobs.close()
+        store.close()
+    if args.json:
+        print(json.dumps(report.as_json(), indent=1))
+    else:
+        for finding in report.findings:
+            print(f"{finding.kind:<14} {finding.blob_id}  {finding.detail}")
+        print(f"{len(report.findings)} findings; {report.rows} rows, "
+              f"{report.blobs} blobs; {len(report.removed)} orphans removed")
     return EXIT_OK if report.clean else EXIT_USER_ERROR
 
 
@@ -388,6 +412,17 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument("path", help="the directory tree to audit")
     audit.add_argument("--json", action="store_true", help="print JSON, not a table")
     audit.set_defaults(command=_audit)
+
+    check = commands.add_parser(
+        "check", parents=[config],
+        help="compare the database with the blob store of the home spaces",
+    )
+    check.add_argument("--repair", action="store_true",
+                       help="delete orphan blobs older than an hour")
+    check.add_argument("--no-hashes", action="store_true",
+                       help="compare sizes only (faster: no blob is read)")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(command=_check)
 
     keys = commands.add_parser("keys", parents=[config], help="manage token keys")
     key_actions = keys.add_subparsers(title="actions", required=True, metavar="ACTION")

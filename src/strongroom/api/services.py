@@ -17,7 +17,7 @@ from strongroom.auth.throttle import LoginThrottle
 from strongroom.config import Settings
 from strongroom.errors import AuthError, InvalidGrantError, InvalidTokenError
 from strongroom.storage import MetadataStore, User, open_metadata_store
-from strongroom.storage.blobs import LocalBlobStore
+from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
 from strongroom.storage.home import HomeSpace
 from strongroom.storage.registry import SpaceRegistry, UserLike, open_directory_spaces
 from strongroom.storage.sessions import RefreshOutcome
@@ -69,7 +69,7 @@ class Services:
         data_dir, resolver = settings.data_dir, settings.resolver
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         meta = open_metadata_store(settings.database_url)
-        blobs = LocalBlobStore.open_dir(data_dir / "blobs", resolver=resolver)
+        blobs = LocalBlobStore.open_dir(data_dir / BLOBS_DIR_NAME, resolver=resolver)
 
         def home_for(user: UserLike) -> Space:
             return HomeSpace(user.id, meta, blobs)

@@ -141,6 +141,22 @@ class LocalBlobStore:
         store.remove_crash_leftovers()
         return store
 
+    def blob_ids(self) -> Iterator[tuple[str, int, int]]:
+        """Yield (blob id, size, mtime in ns) for every stored blob.
+
+        Walks the two shard levels through the root; names that are not blob ids
+        (staging files, strays) are not blobs and are left out.
+        """
+        for first in self._root.list_dir("."):
+            if first.kind != "dir" or len(first.name) != 2:
+                continue
+            for second in self._root.list_dir(first.name):
+                if second.kind != "dir" or len(second.name) != 2:
+                    continue
+                for entry in self._root.list_dir(f"{first.name}/{second.name}"):
+                    if entry.kind == "file" and _BLOB_ID.fullmatch(entry.name):
+                        yield entry.name, entry.size, entry.mtime_ns
+
     def remove_crash_leftovers(self) -> int:
         """Delete staging files that a crashed writer left in the shard folders.
 

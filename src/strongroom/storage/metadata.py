@@ -188,6 +188,19 @@ class MetadataStore:
             row = conn.execute(_USER_BY_NAME, {"name": name}).first()
         return _user(row) if row else None
 
+    def blob_references(self) -> dict[str, tuple[int, str]]:
+        """Return every home file's blob id with its recorded (size, sha256).
+
+        For `strongroom check`; it reads the whole table, so it is not for
+        request paths.
+        """
+        query = select(files.c.blob_id, files.c.size, files.c.sha256)
+        with self._read() as conn:
+            return {
+                str(blob_id): (int(size), str(sha256))
+                for blob_id, size, sha256 in conn.execute(query)
+            }
+
     def list_users(self) -> list[User]:
         """Return every user, sorted by name."""
         with self._read() as conn:
