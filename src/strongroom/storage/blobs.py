@@ -144,18 +144,13 @@ class LocalBlobStore:
     def blob_ids(self) -> Iterator[tuple[str, int, int]]:
         """Yield (blob id, size, mtime in ns) for every stored blob.
 
-        Walks the two shard levels through the root; names that are not blob ids
-        (staging files, strays) are not blobs and are left out.
+        Names in the shard folders that are not blob ids (staging files, strays)
+        are not blobs and are left out.
         """
-        for first in self._root.list_dir("."):
-            if first.kind != "dir" or len(first.name) != 2:
-                continue
-            for second in self._root.list_dir(first.name):
-                if second.kind != "dir" or len(second.name) != 2:
-                    continue
-                for entry in self._root.list_dir(f"{first.name}/{second.name}"):
-                    if entry.kind == "file" and _BLOB_ID.fullmatch(entry.name):
-                        yield entry.name, entry.size, entry.mtime_ns
+        for shard in self._shards():
+            for entry in self._root.list_dir(shard):
+                if entry.kind == "file" and _BLOB_ID.fullmatch(entry.name):
+                    yield entry.name, entry.size, entry.mtime_ns
 
     def remove_crash_leftovers(self) -> int:
         """Delete staging files that a crashed writer left in the shard folders.
@@ -164,18 +159,23 @@ class LocalBlobStore:
         progress in another process sharing this store is never cut short.
         Returns how many were removed.
         """
-        removed = 0
+        removed = sum(
+            self._root.remove_stale_staging(shard, STALE_STAGING_SECONDS)
+            for shard in self._shards()
+        )
+        if removed:
+            log.warning("blob_staging_removed", extra={"count": removed})
+        return removed
+
+    def _shards(self) -> Iterator[str]:
+        # The two shard levels ("ab/cd") that `_blob_key` lays blobs out in,
+        # listed through the root.
         for first in self._root.list_dir("."):
             if first.kind != "dir" or len(first.name) != 2:
                 continue
             for second in self._root.list_dir(first.name):
                 if second.kind == "dir" and len(second.name) == 2:
-                    removed += self._root.remove_stale_staging(
-                        f"{first.name}/{second.name}", STALE_STAGING_SECONDS
-                    )
-        if removed:
-            log.warning("blob_staging_removed", extra={"count": removed})
-        return removed
+                    yield f"{first.name}/{second.name}"
 
     def close(self) -> None:
         """Close the root; later calls fail."""
