@@ -240,6 +240,51 @@ def _user_passwd(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _user_role(args: argparse.Namespace, settings: Settings) -> int:
+    """Give a user another role; every token issued before it is refused."""
+    store = _open_store(settings)
+    try:
+        user = _find_user(store, args.name)
+        store.set_role(user.id, args.role)
+    finally:
+        store.close()
+    log.warning("tokens_revoked", extra={"user_id": user.id, "reason": "role_change"})
+    print(f"{user.name!r} is now {args.role}; their older tokens are refused")
+    return EXIT_OK
+
+
+def _user_set_active(args: argparse.Namespace, settings: Settings) -> int:
+    """Disable (revoking every token) or enable an account, keeping its files."""
+    store = _open_store(settings)
+    try:
+        user = _find_user(store, args.name)
+        store.set_active(user.id, args.active)
+    finally:
+        store.close()
+    if not args.active:
+        log.warning("tokens_revoked", extra={"user_id": user.id, "reason": "disabled"})
+        print(f"disabled {user.name!r}; their tokens are refused, their files kept")
+    else:
+        print(f"enabled {user.name!r}; they can log in again")
+    return EXIT_OK
+
+
+def _token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    """Refuse every access and refresh token issued to a user until now."""
+    store = _open_store(settings)
+    try:
+        user = _find_user(store, args.user)
+        store.revoke_tokens(user.id)
+    finally:
+        store.close()
+    log.warning("tokens_revoked", extra={"user_id": user.id, "reason": "admin"})
+    print(
+        f"revoked every token of {user.name!r}; each server refuses them on its "
+        "next request"
+    )
+    return EXIT_OK
+
+
 def _user_remove(args: argparse.Namespace, settings: Settings) -> int:
     """Delete a user with every file of their home space."""
     store = _open_store(settings)
@@ -404,6 +449,27 @@ def _build_parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", parents=[config], help="delete a user")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(command=_user_remove)
+    role = actions.add_parser("role", parents=[config], help="change a user's role")
+    role.add_argument("name", metavar="NAME")
+    role.add_argument("role", choices=("user", "admin"))
+    role.set_defaults(command=_user_role)
+    for action, active, text in (
+        ("disable", False, "refuse a user's logins and tokens, keeping the files"),
+        ("enable", True, "let a disabled user log in again"),
+    ):
+        toggle = actions.add_parser(action, parents=[config], help=text)
+        toggle.add_argument("name", metavar="NAME")
+        toggle.set_defaults(command=_user_set_active, active=active)
+
+    token = commands.add_parser("token", parents=[config], help="manage tokens")
+    token_actions = token.add_subparsers(
+        title="actions", required=True, metavar="ACTION"
+    )
+    revoke = token_actions.add_parser(
+        "revoke", parents=[config], help="refuse every token a user holds now"
+    )
+    revoke.add_argument("--user", required=True, metavar="NAME")
+    revoke.set_defaults(command=_token_revoke)
 
     audit = commands.add_parser(
         "audit", parents=[config],

@@ -72,6 +72,7 @@ from strongroom.errors import ConfigError
 __all__ = [
     "CONFIG_ENV_VAR",
     "HOME_SPACE_NAME",
+    "USER_NAME_PATTERN",
     "HardlinkPolicy",
     "LogFormat",
     "Resolver",
@@ -100,7 +101,8 @@ Resolver = Literal["auto", "openat2", "walk"]
 _SPACE_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 # User names share the space-name alphabet plus '.', and must start with a letter or
 # digit; ':' and '*' stay free for the "role:..." and "*" entries of a space.
-_USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+USER_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
+_USER_NAME = re.compile(USER_NAME_PATTERN)
 _ROLE_ENTRIES = ("role:admin", "role:user")
 # A bearer token lives at most a week; a password change revokes it sooner.
 MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600

@@ -50,7 +50,9 @@ __all__ = [
     "HardlinkRefusedError",
     "IncompleteUploadError",
     "InvalidGrantError",
+    "InsufficientScopeError",
     "InvalidPathError",
+    "InvalidScopeError",
     "InvalidTokenError",
     "IsADirectoryPathError",
     "LimitExceededError",
@@ -170,8 +172,27 @@ class InvalidGrantError(AuthError):
     """
 
 
+class InvalidScopeError(AuthError):
+    """A login asked for a scope that is unknown, malformed or not the user's.
+
+    The API answers 400 `invalid_scope` (RFC 6749, section 5.2).
+    """
+
+
 class PermissionDeniedError(StrongroomError):
     """The caller is authenticated but may not do this."""
+
+
+class InsufficientScopeError(PermissionDeniedError):
+    """The token is valid but lacks the scope this route demands.
+
+    The API answers 403 with `WWW-Authenticate: Bearer error="insufficient_scope"`
+    and the scope that was missing (RFC 6750, section 3.1).
+    """
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this needs a token with the {scope!r} scope")
+        self.scope = scope
 
 
 class StorageError(StrongroomError):

@@ -109,7 +109,9 @@ def test_issued_token_has_the_at_jwt_header_and_string_subject(token: str) -> No
     assert body["sub"] == "42" and body["aud"] == "strongroom"
     assert body["exp"] - body["iat"] == 900
     assert body["iss"] == "strongroom-auth"
-    assert set(body) == {"sub", "aud", "iss", "iat", "exp", "jti", "iat_us", "sid"}
+    assert set(body) == {
+        "sub", "aud", "iss", "iat", "exp", "jti", "iat_us", "sid", "scope"
+    }
 
 
 def test_each_token_gets_its_own_id(authority: TokenAuthority) -> None:

@@ -34,7 +34,8 @@ def alice(store: MetadataStore) -> int:
 @pytest.fixture
 def session_id(store: MetadataStore, alice: int) -> str:
     return store.sessions.start(
-        alice, digest("r1"), absolute_seconds=ABSOLUTE, idle_seconds=IDLE
+        alice, digest("r1"), scope="files:read",
+        absolute_seconds=ABSOLUTE, idle_seconds=IDLE,
     )
 
 

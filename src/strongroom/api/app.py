@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from strongroom import __version__
-from strongroom.api import archive, auth_routes, files, imports
+from strongroom.api import admin, archive, auth_routes, files, imports
 from strongroom.api.fastlane import DownloadFastLane
 from strongroom.api.middleware import AccessLogMiddleware, RawPathMiddleware
 from strongroom.api.problems import install_problem_handlers
@@ -52,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(files.router, prefix=API_PREFIX)
     app.include_router(archive.router, prefix=API_PREFIX)
     app.include_router(imports.router, prefix=API_PREFIX)
+    app.include_router(admin.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

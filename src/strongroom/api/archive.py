@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from stream_zip import NO_COMPRESSION_64, Method, stream_zip
 
-from strongroom.api.deps import CurrentUser, Services, get_services
+from strongroom.api.deps import FilesReader, Services, get_services
 from strongroom.api.download import content_disposition
 from strongroom.errors import NotADirectoryPathError, PathError, StorageError
 from strongroom.storage.spaces import MAX_PAGE_SIZE, FileMeta, Space
@@ -47,7 +47,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
     responses={200: {"content": {"application/zip": {}}}},
 )
 def download_folder(
-    space: str, request: Request, user: CurrentUser, services: ServicesDep,
+    space: str, request: Request, user: FilesReader, services: ServicesDep,
     path: str = "",
 ) -> StreamingResponse:
     """Download a folder as a zip, streamed as it is read.

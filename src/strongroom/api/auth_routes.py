@@ -1,4 +1,5 @@
-"""Sessions: log in (`POST /token`), refresh (`POST /token/refresh`), log out.
+"""Sessions and the caller's account: log in (`POST /token`), refresh
+(`POST /token/refresh`), log out, see the account and change its password.
 
 The refresh route takes a form, like the password flow: `refresh_token=R`
 (and optionally `grant_type=refresh_token`, as RFC 6749 section 6 spells it).
@@ -12,7 +13,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Form, Request, Response
 
 from strongroom.api.deps import bearer_token, get_services
-from strongroom.api.schemas import TokenOut
+from strongroom.api.schemas import AccountOut, PasswordChangeIn, TokenOut
 from strongroom.api.services import IssuedTokens, Services
 from strongroom.auth.passwords import MAX_CONCURRENT_HASHES
 
@@ -40,10 +41,15 @@ async def issue_token(
     username: Annotated[str, Form(max_length=MAX_USERNAME_CHARS)],
     password: Annotated[str, Form(max_length=MAX_PASSWORD_CHARS)],
     grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+    scope: Annotated[str | None, Form()] = None,
 ) -> TokenOut:
     """Exchange a user name and password for a short-lived bearer token.
 
-    The answer and its timing are the same whether the user exists or not.
+    `scope` asks for some of the scopes the account holds (`files:read`,
+    `files:write`, `shares`, `admin`), space-separated; without it the token
+    gets all of them. The answer names the scopes granted. A wrong name or
+    password gets the same answer, in the same time, whether the user exists or
+    not.
     """
     request.state.op = "login"
     client = request.client.host if request.client else "unknown"
@@ -51,7 +57,7 @@ async def issue_token(
     # logins never holds the worker threads that every other route needs.
     async with _hashing_slots:
         issued = await anyio.to_thread.run_sync(
-            services.login, username, password, client
+            services.login, username, password, client, scope
         )
     return _token_out(issued)
 
@@ -86,9 +92,55 @@ def logout(
     return Response(status_code=204)
 
 
+@router.get("/account", response_model=AccountOut)
+def account(
+    request: Request, services: Annotated[Services, Depends(get_services)]
+) -> AccountOut:
+    """Describe the caller: name, role, and the scopes of this token."""
+    token = bearer_token(request.headers.getlist("authorization"))
+    user, claims = services.authenticate_claims(token)
+    request.state.user_id = user.id
+    return AccountOut(
+        name=user.name, role=user.role, scopes=sorted(claims.scopes)
+    )
+
+
+@router.post(
+    "/account/password",
+    status_code=204,
+    responses={403: {"description": "The current password is wrong"}},
+)
+async def change_password(
+    request: Request,
+    body: PasswordChangeIn,
+    services: Annotated[Services, Depends(get_services)],
+) -> Response:
+    """Change the caller's password; every session of the account ends.
+
+    Any valid token of the account may ask, but only with the current password.
+    All its access and refresh tokens, this one included, are refused from the
+    next request on, in every server process: log in again with the new one.
+    """
+    request.state.op = "password_change"
+    token = bearer_token(request.headers.getlist("authorization"))
+    user = services.authenticate(token)
+    request.state.user_id = user.id
+    client = request.client.host if request.client else "unknown"
+    async with _hashing_slots:
+        await anyio.to_thread.run_sync(
+            services.change_password,
+            user,
+            body.current_password,
+            body.new_password,
+            client,
+        )
+    return Response(status_code=204)
+
+
 def _token_out(issued: IssuedTokens) -> TokenOut:
     return TokenOut(
         access_token=issued.access_token,
         expires_in=issued.expires_in,
         refresh_token=issued.refresh_token,
+        scope=issued.scope,
     )

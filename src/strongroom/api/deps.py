@@ -4,25 +4,38 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import OAuth2PasswordBearer
+from fastapi import Depends, Request, Security
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 
 from strongroom.api.services import Services
+from strongroom.auth.scopes import (
+    ADMIN,
+    FILES_READ,
+    FILES_WRITE,
+    SCOPE_DESCRIPTIONS,
+    SHARES,
+)
 from strongroom.errors import AuthError, InvalidTokenError
 from strongroom.storage import User
 
 __all__ = [
-    "CurrentUser",
+    "AdminUser",
+    "FilesReader",
+    "FilesWriter",
     "Services",
-    "authenticate_header",
+    "SharesUser",
+    "authorize_header",
     "bearer_token",
     "current_user",
     "get_services",
 ]
 
-# Only documents the password flow for the OpenAPI page; the header is parsed below,
-# strictly, by our own code.
-_oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/token", auto_error=False)
+# Only documents the password flow and its scopes for the OpenAPI page, where a
+# person ticks the scopes to ask for; the header is parsed below, strictly, by
+# our own code.
+_oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/token", scopes=SCOPE_DESCRIPTIONS, auto_error=False
+)
 
 
 async def get_services(request: Request) -> Services:
@@ -33,25 +46,32 @@ async def get_services(request: Request) -> Services:
 
 async def current_user(
     request: Request,
+    security_scopes: SecurityScopes,
     services: Annotated[Services, Depends(get_services)],
     _documented: Annotated[str | None, Depends(_oauth2_scheme)] = None,
 ) -> User:
     """Authenticate the request from exactly one `Authorization: Bearer` header.
 
+    The route names the scope it needs through `Security(current_user, scopes=…)`
+    (one scope per route; see the aliases below).
+
     Runs in the event loop: an HS256 check and one indexed lookup cost less than
     the hop to a worker thread that a plain `def` dependency would take.
     """
-    user = authenticate_header(services, request.headers.getlist("authorization"))
+    (scope,) = security_scopes.scopes
+    user = authorize_header(
+        services, request.headers.getlist("authorization"), scope
+    )
     request.state.user_id = user.id
     return user
 
 
-def authenticate_header(services: Services, values: list[str]) -> User:
-    """Return the user named by the values of the request's Authorization headers.
+def authorize_header(services: Services, values: list[str], scope: str) -> User:
+    """Return the user named by the request's Authorization headers, if in `scope`.
 
-    Raises as `bearer_token` and `Services.authenticate`.
+    Raises as `bearer_token` and `Services.authorize`.
     """
-    return services.authenticate(bearer_token(values))
+    return services.authorize(bearer_token(values), scope)[0]
 
 
 def bearer_token(values: list[str]) -> str:
@@ -81,4 +101,7 @@ def bearer_token(values: list[str]) -> str:
     return token
 
 
-CurrentUser = Annotated[User, Depends(current_user)]
+FilesReader = Annotated[User, Security(current_user, scopes=[FILES_READ])]
+FilesWriter = Annotated[User, Security(current_user, scopes=[FILES_WRITE])]
+SharesUser = Annotated[User, Security(current_user, scopes=[SHARES])]
+AdminUser = Annotated[User, Security(current_user, scopes=[ADMIN])]

@@ -6,7 +6,7 @@ matching routes and solving dependencies than authenticating, resolving and
 reading the file together. This ASGI layer recognises exactly the download route
 (`GET`/`HEAD /api/v1/spaces/{space}/files/{path}`, with the same percent-decoded
 path the router would match) and answers it by calling the very functions the
-routed endpoint calls: `authenticate_header`, `open_download`, and the error table
+routed endpoint calls: `authorize_header`, `open_download`, and the error table
 of `api.problems`. Everything else goes on to the app unchanged, and the routed
 endpoint stays in place for the OpenAPI document. It sits inside the access-log
 and raw-path layers, so it is logged and checked like any request.
@@ -19,10 +19,11 @@ import re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from strongroom import errors
-from strongroom.api.deps import authenticate_header
+from strongroom.api.deps import authorize_header
 from strongroom.api.files import open_download
 from strongroom.api.problems import strongroom_error_response
 from strongroom.api.services import Services
+from strongroom.auth.scopes import FILES_READ
 
 __all__ = ["DownloadFastLane"]
 
@@ -56,7 +57,9 @@ class DownloadFastLane:
         state.update(op="download", space=space, rel_path=path, route=_ROUTE)
         headers = _headers(scope)
         try:
-            user = authenticate_header(self.services, headers.pop("authorization", []))
+            user = authorize_header(
+                self.services, headers.pop("authorization", []), FILES_READ
+            )
             state["user_id"] = user.id
             response = await open_download(
                 self.services, user, space, path, _single(headers), scope["method"]

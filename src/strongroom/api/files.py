@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from strongroom.api.body import receive_body
-from strongroom.api.deps import CurrentUser, Services, get_services
+from strongroom.api.deps import FilesReader, FilesWriter, Services, get_services
 from strongroom.api.download import FileInfo, FileResponse
 from strongroom.api.schemas import (
     FileMetaOut,
@@ -42,7 +42,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 @router.get("/spaces", response_model=list[SpaceOut])
-def list_spaces(user: CurrentUser, services: ServicesDep) -> list[SpaceOut]:
+def list_spaces(user: FilesReader, services: ServicesDep) -> list[SpaceOut]:
     """List the spaces this user may use."""
     return [
         SpaceOut(name=s.name, kind=s.kind, mode="rw" if s.writable else "ro")
@@ -55,7 +55,7 @@ def list_spaces(user: CurrentUser, services: ServicesDep) -> list[SpaceOut]:
 def list_folder(
     space: str,
     request: Request,
-    user: CurrentUser,
+    user: FilesReader,
     services: ServicesDep,
     path: str = "",
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
@@ -74,7 +74,7 @@ def list_folder(
 
 @router.get("/spaces/{space}/meta/{path:path}", response_model=FileMetaOut)
 def get_meta(
-    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+    space: str, path: str, request: Request, user: FilesReader, services: ServicesDep
 ) -> FileMetaOut:
     """Describe one file or folder."""
     sp = _space(services, user, space, request, "meta", path)
@@ -90,7 +90,7 @@ def get_meta(
                206: {"description": "One byte range"}, 304: {}, 416: {}},
 )
 async def download(
-    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+    space: str, path: str, request: Request, user: FilesReader, services: ServicesDep
 ) -> Response:
     """Download a file, with ETag, conditional requests and a single Range.
 
@@ -150,7 +150,7 @@ async def open_download(
     }},
 )
 async def upload(
-    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+    space: str, path: str, request: Request, user: FilesWriter, services: ServicesDep
 ) -> JSONResponse:
     """Upload a file: streamed to a staging file, then renamed into place.
 
@@ -180,7 +180,7 @@ async def upload(
 @router.post("/spaces/{space}/dirs/{path:path}", response_model=FileMetaOut,
              status_code=201)
 def make_folder(
-    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+    space: str, path: str, request: Request, user: FilesWriter, services: ServicesDep
 ) -> FileMetaOut:
     """Create a folder (and missing parents)."""
     sp = _space(services, user, space, request, "mkdir", path)
@@ -190,7 +190,7 @@ def make_folder(
 @router.delete("/spaces/{space}/files/{path:path}", status_code=204,
                response_class=Response)
 def delete(
-    space: str, path: str, request: Request, user: CurrentUser, services: ServicesDep
+    space: str, path: str, request: Request, user: FilesWriter, services: ServicesDep
 ) -> Response:
     """Delete a file or an empty folder."""
     sp = _space(services, user, space, request, "delete", path)
@@ -200,7 +200,7 @@ def delete(
 
 @router.post("/spaces/{space}/move", response_model=FileMetaOut)
 def move(
-    space: str, body: MoveIn, request: Request, user: CurrentUser,
+    space: str, body: MoveIn, request: Request, user: FilesWriter,
     services: ServicesDep,
 ) -> FileMetaOut:
     """Move or rename a file or folder; refuses to replace unless `overwrite`."""
@@ -220,7 +220,7 @@ def _listing_response(sp: Space, path: str) -> JSONResponse:
 
 
 def _space(
-    services: Services, user: CurrentUser, name: str, request: Request, op: str,
+    services: Services, user: User, name: str, request: Request, op: str,
     rel_path: str,
 ) -> Space:
     _record(request.scope.setdefault("state", {}), op, name, rel_path)

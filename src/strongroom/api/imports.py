@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from strongroom.api.body import receive_body
-from strongroom.api.deps import CurrentUser, Services, get_services
+from strongroom.api.deps import FilesWriter, Services, get_services
 from strongroom.api.problems import problem_response
 from strongroom.errors import (
     LimitExceededError,
@@ -48,7 +48,7 @@ _FAILURE_STATUS: dict[Outcome, tuple[int, str]] = {
 async def import_into(
     space: str,
     request: Request,
-    user: CurrentUser,
+    user: FilesWriter,
     services: ServicesDep,
     path: str = "",
     overwrite: Annotated[bool, Query()] = False,

@@ -52,7 +52,9 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.PasswordPolicyError: (400, "password_policy"),
     errors.InvalidTokenError: (401, "invalid_token"),
     errors.InvalidGrantError: (400, "invalid_grant"),
+    errors.InvalidScopeError: (400, "invalid_scope"),
     errors.AuthError: (401, "unauthorized"),
+    errors.InsufficientScopeError: (403, "insufficient_scope"),
     errors.PermissionDeniedError: (403, "forbidden"),
     errors.IncompleteUploadError: (400, "upload_incomplete"),
     errors.PreconditionFailedError: (412, "precondition_failed"),
@@ -140,6 +142,10 @@ def strongroom_error_response(exc: errors.StrongroomError) -> JSONResponse:
         return problem_response(status, code, str(exc))
     if status == 401:
         log.warning("auth_refused", extra={"reason": str(exc)})
+    if isinstance(exc, errors.InsufficientScopeError):
+        log.warning("scope_refused", extra={"reason": str(exc)})
+        challenge = f'Bearer error="insufficient_scope", scope="{exc.scope}"'
+        headers = {"WWW-Authenticate": challenge}
     if isinstance(exc, errors.TooManyRequestsError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return problem_response(status, code, str(exc), headers)

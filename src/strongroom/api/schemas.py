@@ -7,9 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from strongroom.config import USER_NAME_PATTERN
 from strongroom.storage.spaces import FileMeta
 
 __all__ = [
+    "AccountOut",
+    "PasswordChangeIn",
+    "UserIn",
+    "UserOut",
+    "UserPatch",
     "EntryOut",
     "FileMetaOut",
     "ListOut",
@@ -27,6 +33,52 @@ class TokenOut(BaseModel):
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme name)
     expires_in: int
     refresh_token: str
+    scope: str = Field(description="The scopes granted, space-separated")
+
+
+class AccountOut(BaseModel):
+    """The caller's account and what the presented token may do."""
+
+    name: str
+    role: Literal["user", "admin"]
+    scopes: list[str]
+
+
+class PasswordChangeIn(BaseModel):
+    """A password change: the current password proves it is the account's owner."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+class UserOut(BaseModel):
+    """One account, as an admin sees it."""
+
+    name: str
+    role: Literal["user", "admin"]
+    active: bool
+    created: str
+
+
+class UserIn(BaseModel):
+    """A new account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=f"^{USER_NAME_PATTERN}$")
+    password: str = Field(max_length=1024)
+    role: Literal["user", "admin"] = "user"
+
+
+class UserPatch(BaseModel):
+    """Changes to an account; a role change or a disable revokes its tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "admin"] | None = None
+    active: StrictBool | None = None
 
 
 class SpaceOut(BaseModel):

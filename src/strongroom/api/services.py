@@ -13,9 +13,17 @@ from strongroom.auth import (
     load_key_set,
 )
 from strongroom.auth.refresh import hash_refresh_token, new_refresh_token
+from strongroom.auth.scopes import ROLE_SCOPES, format_scopes, parse_scopes
 from strongroom.auth.throttle import LoginThrottle
 from strongroom.config import Settings
-from strongroom.errors import AuthError, InvalidGrantError, InvalidTokenError
+from strongroom.errors import (
+    AuthError,
+    InsufficientScopeError,
+    InvalidGrantError,
+    InvalidScopeError,
+    InvalidTokenError,
+    PermissionDeniedError,
+)
 from strongroom.storage import MetadataStore, User, open_metadata_store
 from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
 from strongroom.storage.home import HomeSpace
@@ -39,11 +47,15 @@ _REFRESH_REFUSED = "refresh token refused: log in again"
 
 @dataclass(frozen=True, slots=True)
 class IssuedTokens:
-    """An access token and the refresh token of its session; values kept out of repr."""
+    """An access token and the refresh token of its session; values kept out of repr.
+
+    `scope` is what the tokens may do, space-separated.
+    """
 
     access_token: str = field(repr=False)
     expires_in: int
     refresh_token: str = field(repr=False)
+    scope: str
 
 
 @dataclass
@@ -81,13 +93,24 @@ class Services:
         return cls(settings, meta, blobs, spaces, tokens, PasswordHasher())
 
     def login(
-        self, user_name: str, password: str, client: str = "unknown"
+        self,
+        user_name: str,
+        password: str,
+        client: str = "unknown",
+        scope: str | None = None,
     ) -> IssuedTokens:
         """Check a password, open a session and issue its first tokens.
 
-        Raises `AuthError` with one message for every failure, and
-        `TooManyRequestsError` while the name or the client address must wait.
+        `scope` asks for some of the scopes the user's role holds; without it the
+        tokens get all of them.
+
+        Raises:
+            AuthError: with one message for every wrong name or password.
+            InvalidScopeError: `scope` is malformed or unknown (checked first), or
+                names a scope the user does not hold (checked after the password).
+            TooManyRequestsError: while the name or the client address must wait.
         """
+        requested = parse_scopes(scope) if scope is not None else None
         self.throttle.check(user_name, client)
         user = self.meta.get_user_by_name(user_name)
         stored = user.password_hash if user is not None and user.active else None
@@ -100,15 +123,18 @@ class Services:
         if check.needs_rehash:
             new_hash = self.passwords.hash(password)
             self.meta.set_password(user.id, new_hash, revoke_tokens=False)
+        granted = _granted_scopes(user, requested)
+
         refresh_token, refresh_hash = new_refresh_token()
         session_id = self.meta.sessions.start(
             user.id,
             refresh_hash,
+            scope=format_scopes(granted),
             absolute_seconds=self.settings.refresh_ttl_seconds,
             idle_seconds=self.settings.refresh_idle_seconds,
         )
-        log.info("login", extra={"user_id": user.id})
-        return self._issue(user.id, session_id, refresh_token)
+        log.info("login", extra={"user_id": user.id, "scope": format_scopes(granted)})
+        return self._issue(user.id, session_id, refresh_token, granted)
 
     def refresh(self, refresh_token: str) -> IssuedTokens:
         """Spend a refresh token and return a new access and refresh token.
@@ -137,8 +163,35 @@ class Services:
         if user is None or not user.active:
             log.warning("refresh_refused", extra={**fields, "reason": "user"})
             raise InvalidGrantError(_REFRESH_REFUSED)
+        # A role change revokes the session; the intersection is a second guard.
+        granted = parse_scopes(result.scope) & ROLE_SCOPES[user.role]
         log.info("token_refreshed", extra=fields)
-        return self._issue(user.id, result.session_id, new_token)
+        return self._issue(user.id, result.session_id, new_token, granted)
+
+    def change_password(
+        self, user: User, current: str, new: str, client: str = "unknown"
+    ) -> None:
+        """Set a new password after checking the current one; revoke every token.
+
+        Every session of the user ends, this one too: each process refuses the
+        old tokens on its next request, and the user logs in again. Wrong current
+        passwords count toward the login throttle like failed logins.
+
+        Raises:
+            PermissionDeniedError: the current password is wrong (403, so that
+                a client does not take it for a refused token).
+            PasswordPolicyError: the new password is too short or too long.
+            TooManyRequestsError: while the name or the client address must wait.
+        """
+        self.throttle.check(user.name, client)
+        if not self.passwords.verify(user.password_hash, current).ok:
+            self.throttle.failed(user.name, client)
+            log.warning("password_change_failed", extra={"user_id": user.id})
+            raise PermissionDeniedError("the current password is wrong")
+        self.meta.set_password(user.id, self.passwords.hash(new))
+        log.warning(
+            "tokens_revoked", extra={"user_id": user.id, "reason": "password_change"}
+        )
 
     def logout(self, token: str) -> None:
         """Revoke the session of a valid access token: its refresh and access tokens.
@@ -184,10 +237,31 @@ class Services:
             raise InvalidTokenError("access token refused: it was revoked")
         return user, claims
 
-    def _issue(self, user_id: int, session_id: str, refresh_token: str) -> IssuedTokens:
+    def authorize(self, token: str, scope: str) -> tuple[User, AccessClaims]:
+        """Return the user and claims of a bearer token that holds `scope`.
+
+        Raises:
+            InvalidTokenError: as `authenticate`.
+            InsufficientScopeError: the token is valid but lacks `scope`, or
+                `scope` is admin and the user is no longer an admin.
+        """
+        user, claims = self.authenticate_claims(token)
+        if scope not in claims.scopes or scope not in ROLE_SCOPES[user.role]:
+            raise InsufficientScopeError(scope)
+        return user, claims
+
+    def _issue(
+        self,
+        user_id: int,
+        session_id: str,
+        refresh_token: str,
+        scopes: frozenset[str],
+    ) -> IssuedTokens:
         ttl = self.settings.token_ttl_seconds
-        token = self.tokens.issue_access_token(user_id, ttl, session_id)
-        return IssuedTokens(token.value, token.expires_in, refresh_token)
+        token = self.tokens.issue_access_token(user_id, ttl, session_id, scopes)
+        return IssuedTokens(
+            token.value, token.expires_in, refresh_token, format_scopes(scopes)
+        )
 
     def _remember(self, token: str, claims: AccessClaims) -> None:
         # Only fully verified tokens get here, keyed by their exact string, and
@@ -206,6 +280,18 @@ class Services:
         self.spaces.close()
         self.blobs.close()
         self.meta.close()
+
+
+def _granted_scopes(user: User, requested: frozenset[str] | None) -> frozenset[str]:
+    held = ROLE_SCOPES[user.role]
+    if requested is None:
+        return held
+    missing = requested - held
+    if missing:
+        raise InvalidScopeError(
+            f"this account does not hold the scope {format_scopes(missing)!r}"
+        )
+    return requested
 
 
 def open_token_authority(settings: Settings) -> TokenAuthority:

@@ -189,6 +189,22 @@ class KeySet:
         """
         return cls(hmac_key(secret), (hmac_key(s, can_sign=False) for s in old_secrets))
 
+    def derive(self, purpose: str) -> KeySet:
+        """Return this set's keys for another kind of token, one derived key each.
+
+        Each token kind signs with its own key, so a token of one kind can never
+        verify as another even if every other check failed. A derived key is an
+        HMAC-SHA256 of the key material and the purpose: every process reading
+        the same key files derives the same keys and kids, and nothing new is
+        stored. An Ed25519 key derives from its private bytes; a verify-only key
+        given as a public key alone has none, so it has no derived key: tokens of
+        other kinds that it signed stop verifying once it is no longer active.
+        """
+        derived = [_derived_key(key, purpose) for key in self._keys.values()]
+        active = derived[0]
+        assert active is not None  # the active key can sign: it has private bytes
+        return KeySet(active, [key for key in derived[1:] if key is not None])
+
     def find(self, kid: str) -> TokenKey | None:
         """Return the key named `kid`, or None; never loads anything."""
         return self._keys.get(kid)
@@ -389,9 +405,33 @@ def _replace_key_file(path: Path, content: bytes) -> None:
         ) from None
 
 
+def _derived_key(key: TokenKey, purpose: str) -> TokenKey | None:
+    label = b"strongroom token kind\x00" + purpose.encode("ascii")
+    if key.algorithm == "HS256":
+        secret = hmac.digest(key.secret, label, "sha256")
+        return hmac_key(secret, can_sign=key.can_sign)
+    if key.private_key is None:
+        return None
+    raw = key.private_key.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+    private = Ed25519PrivateKey.from_private_bytes(hmac.digest(raw, label, "sha256"))
+    derived = ed25519_key(private, private.public_key())
+    return derived if key.can_sign else _verify_only(derived)
+
+
 def _verify_only(key: TokenKey) -> TokenKey:
+    # The private key stays (when there is one) so that `derive` can still make
+    # this key's counterpart for other token kinds; `sign` refuses all the same.
     return TokenKey(
-        key.kid, key.algorithm, False, secret=key.secret, public_key=key.public_key
+        key.kid,
+        key.algorithm,
+        False,
+        secret=key.secret,
+        private_key=key.private_key,
+        public_key=key.public_key,
     )
 
 

@@ -130,6 +130,8 @@ sessions = Table(
     Column("created", _UTCDateTime, nullable=False),
     Column("expires_at", _UTCDateTime, nullable=False),
     Column("revoked", Boolean, nullable=False),
+    # The scopes granted at login, space-separated; every refresh keeps them.
+    Column("scope", String(128), nullable=False),
     Index("sessions_user", "user_id"),
 )
 

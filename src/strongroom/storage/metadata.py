@@ -215,7 +215,7 @@ class MetadataStore:
     def set_password(
         self, user_id: int, password_hash: str, *, revoke_tokens: bool = True
     ) -> None:
-        """Store a new password hash; by default also refuse all older tokens.
+        """Store a new password hash; by default also revoke every older token.
 
         Pass `revoke_tokens=False` when only re-hashing the same password with
         newer parameters.
@@ -223,20 +223,42 @@ class MetadataStore:
         Raises:
             UserNotFoundError: no user has this id.
         """
-        values: dict[str, object] = {"password_hash": password_hash}
-        if revoke_tokens:
-            values["tokens_valid_after"] = self._now()
-        self._update_user(user_id, values)
+        self._update_user(
+            user_id, {"password_hash": password_hash}, revoke_tokens=revoke_tokens
+        )
 
     def set_role(self, user_id: int, role: Role) -> None:
-        """Change a user's role.
+        """Change a user's role and revoke every token issued before the change.
+
+        Tokens carry scopes granted by the role they were issued under; a
+        demotion must not leave an admin-scoped token alive.
 
         Raises:
             UserNotFoundError: no user has this id.
         """
         if role not in _ROLES:
             raise ValueError(f"role must be one of {_ROLES}, not {role!r}")
-        self._update_user(user_id, {"role": role})
+        self._update_user(user_id, {"role": role}, revoke_tokens=True)
+
+    def set_active(self, user_id: int, active: bool) -> None:
+        """Enable or disable an account; disabling revokes every token.
+
+        Raises:
+            UserNotFoundError: no user has this id.
+        """
+        self._update_user(user_id, {"active": active}, revoke_tokens=not active)
+
+    def revoke_tokens(self, user_id: int) -> None:
+        """Refuse every access and refresh token issued to the user until now.
+
+        Moves `tokens_valid_after` (access tokens are checked against it on every
+        request) and revokes every session (their refresh tokens), in one
+        transaction, so every process refuses them on its next request.
+
+        Raises:
+            UserNotFoundError: no user has this id.
+        """
+        self._update_user(user_id, {}, revoke_tokens=True)
 
     def remove_user(self, user_id: int) -> tuple[str, ...]:
         """Delete a user with all its home-space rows; return the orphaned blob ids.
@@ -503,13 +525,23 @@ class MetadataStore:
             with conn.begin():
                 yield conn
 
-    def _update_user(self, user_id: int, values: dict[str, object]) -> None:
+    def _update_user(
+        self, user_id: int, values: dict[str, object], *, revoke_tokens: bool
+    ) -> None:
+        if revoke_tokens:
+            values = {**values, "tokens_valid_after": self._now()}
         with self._write() as conn:
             result = conn.execute(
                 update(users).where(users.c.id == user_id).values(values)
             )
             if result.rowcount == 0:
                 raise UserNotFoundError(f"no user has id {user_id}")
+            if revoke_tokens:
+                conn.execute(
+                    update(sessions)
+                    .where(sessions.c.user_id == user_id, sessions.c.revoked.is_(False))
+                    .values(revoked=True)
+                )
 
 
 _ROLES = ("user", "admin")

@@ -60,6 +60,7 @@ class RefreshResult:
     outcome: RefreshOutcome
     session_id: str | None = None
     user_id: int | None = None
+    scope: str = ""
 
 
 class SessionStore:
@@ -74,9 +75,18 @@ class SessionStore:
         self._now = now
 
     def start(
-        self, user_id: int, token_hash: str, *, absolute_seconds: int, idle_seconds: int
+        self,
+        user_id: int,
+        token_hash: str,
+        *,
+        scope: str,
+        absolute_seconds: int,
+        idle_seconds: int,
     ) -> str:
-        """Open a session for `user_id` with its first refresh token; return its id."""
+        """Open a session for `user_id` with its first refresh token; return its id.
+
+        `scope` (space-separated) is what every token of the session may do.
+        """
         now = self._now()
         session_id = secrets.token_urlsafe(16)
 
@@ -88,6 +98,7 @@ class SessionStore:
                     created=now,
                     expires_at=now + timedelta(seconds=absolute_seconds),
                     revoked=False,
+                    scope=scope,
                 )
             )
             _add_token(conn, session_id, token_hash, now, idle_seconds)
@@ -117,7 +128,7 @@ class SessionStore:
                 outcome = RefreshOutcome.REUSED
             else:
                 outcome = RefreshOutcome.EXPIRED
-        return RefreshResult(outcome, session_id, user_id)
+        return RefreshResult(outcome, session_id, user_id, found.scope)
 
     def revoke(self, session_id: str, user_id: int) -> bool:
         """Revoke the session if it is `user_id`'s; return whether it was live."""
@@ -147,7 +158,12 @@ class SessionStore:
 
 
 _FAMILY_OF = (
-    select(refresh_tokens.c.session_id, refresh_tokens.c.used, sessions.c.user_id)
+    select(
+        refresh_tokens.c.session_id,
+        refresh_tokens.c.used,
+        sessions.c.user_id,
+        sessions.c.scope,
+    )
     .join(sessions, sessions.c.id == refresh_tokens.c.session_id)
     .where(refresh_tokens.c.token_hash == bindparam("token_hash"))
 )
