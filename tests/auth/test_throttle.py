@@ -30,7 +30,7 @@ def fail(throttle: LoginThrottle, times: int, user: str = "alice",
 
 
 def test_the_first_failures_cost_nothing() -> None:
-    throttle = LoginThrottle(Clock())
+    throttle = LoginThrottle(clock=Clock())
 
     fail(throttle, FREE_FAILURES - 1)
 
@@ -38,7 +38,7 @@ def test_the_first_failures_cost_nothing() -> None:
 
 
 def test_failures_past_the_free_ones_must_wait_with_a_retry_after() -> None:
-    throttle = LoginThrottle(Clock())
+    throttle = LoginThrottle(clock=Clock())
     fail(throttle, FREE_FAILURES + 2)
 
     with pytest.raises(TooManyRequestsError) as caught:
@@ -48,7 +48,7 @@ def test_failures_past_the_free_ones_must_wait_with_a_retry_after() -> None:
 
 
 def test_the_wait_grows_but_never_past_the_maximum() -> None:
-    throttle = LoginThrottle(Clock())
+    throttle = LoginThrottle(clock=Clock())
     fail(throttle, FREE_FAILURES + 40)
 
     with pytest.raises(TooManyRequestsError) as caught:
@@ -58,7 +58,7 @@ def test_the_wait_grows_but_never_past_the_maximum() -> None:
 
 
 def test_the_client_address_is_throttled_across_user_names() -> None:
-    throttle = LoginThrottle(Clock())
+    throttle = LoginThrottle(clock=Clock())
     for n in range(FREE_FAILURES + 1):
         throttle.failed(f"user{n}", "10.0.0.9")
 
@@ -68,7 +68,7 @@ def test_the_client_address_is_throttled_across_user_names() -> None:
 
 def test_waiting_out_the_delay_lets_the_next_attempt_through() -> None:
     clock = Clock()
-    throttle = LoginThrottle(clock)
+    throttle = LoginThrottle(clock=clock)
     fail(throttle, FREE_FAILURES + 1)
 
     clock.now += 2.5
@@ -77,7 +77,7 @@ def test_waiting_out_the_delay_lets_the_next_attempt_through() -> None:
 
 
 def test_a_success_clears_the_user_name() -> None:
-    throttle = LoginThrottle(Clock())
+    throttle = LoginThrottle(clock=Clock())
     fail(throttle, FREE_FAILURES + 3, client="10.0.0.1")
 
     throttle.succeeded("alice")
@@ -87,7 +87,7 @@ def test_a_success_clears_the_user_name() -> None:
 
 def test_counts_fade_after_a_quiet_window_so_nobody_is_locked_out() -> None:
     clock = Clock()
-    throttle = LoginThrottle(clock)
+    throttle = LoginThrottle(clock=clock)
     fail(throttle, FREE_FAILURES + 30)
 
     clock.now += WINDOW_SECONDS + 1

@@ -90,7 +90,9 @@ class Services:
             open_directory_spaces(settings.spaces, resolver=resolver), home_for
         )
         tokens = open_token_authority(settings)
-        return cls(settings, meta, blobs, spaces, tokens, PasswordHasher())
+        # Counts in the database: every app process sees every failure.
+        throttle = LoginThrottle(meta.login_failures)
+        return cls(settings, meta, blobs, spaces, tokens, PasswordHasher(), throttle)
 
     def login(
         self,

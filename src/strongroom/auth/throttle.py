@@ -6,16 +6,20 @@ next attempt, twice as long after each further failure, up to `MAX_WAIT_SECONDS`
 A success clears the user name's count. Counts fade after `WINDOW_SECONDS`
 without a failure, so nobody is locked out for good.
 
-Known limit (issue #3 moves this into the database): the counts live in this
-process, so several app processes each keep their own.
+Where the counts live is a `FailureCounts`: `MemoryFailureCounts` for one
+process (and tests), or the database (`strongroom.storage.failures`), which every
+app process shares, so running four workers does not give a guesser four times
+the tries. Keys reach a store only as SHA-256 digests: people type passwords
+into the user name field, and those must not be stored in clear.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from strongroom.errors import TooManyRequestsError
 
@@ -23,7 +27,9 @@ __all__ = [
     "FREE_FAILURES",
     "MAX_WAIT_SECONDS",
     "WINDOW_SECONDS",
+    "FailureCounts",
     "LoginThrottle",
+    "MemoryFailureCounts",
 ]
 
 # Five mistyped passwords in a row are human; the sixth starts the back-off.
@@ -33,30 +39,48 @@ FREE_FAILURES = 5
 MAX_WAIT_SECONDS = 60.0
 # A key with no failure for this long starts again from zero.
 WINDOW_SECONDS = 15 * 60.0
-# Keys kept at most; past it the oldest-quiet keys are dropped first.
+# Keys a memory store keeps at most; past it the oldest-quiet keys go first.
 MAX_KEYS = 100_000
 
 
-@dataclass
-class _Record:
-    failures: int
-    last_failure: float
+class FailureCounts(Protocol):
+    """Recent failures per key: (count, time of the last failure, Unix seconds)."""
+
+    def read(self, keys: Iterable[str]) -> Mapping[str, tuple[int, float]]:
+        """Return the count and last failure time of each key that has any."""
+        ...
+
+    def add_failure(self, keys: Iterable[str], now: float, window: float) -> None:
+        """Count one failure at `now` for each key; a count older than `window`
+        starts again from one."""
+        ...
+
+    def clear(self, key: str) -> None:
+        """Forget a key's failures."""
+        ...
 
 
 class LoginThrottle:
-    """Decide whether a login attempt may proceed. Thread-safe."""
+    """Decide whether a login attempt may proceed. Thread-safe if its store is."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        counts: FailureCounts | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Keep counts in `counts` (default: this process's memory).
+
+        `clock` is wall-clock seconds: stores shared between processes compare
+        the times that different processes wrote.
+        """
+        self._counts = counts if counts is not None else MemoryFailureCounts()
         self._clock = clock
-        self._records: dict[str, _Record] = {}
-        self._lock = threading.Lock()
 
     def check(self, user_name: str, client: str) -> None:
         """Raise `TooManyRequestsError` (with `retry_after`) if a key must wait."""
         now = self._clock()
-        with self._lock:
-            wait = max(self._wait(f"user:{user_name}", now),
-                       self._wait(f"addr:{client}", now))
+        found = self._counts.read(_keys(user_name, client))
+        wait = max((_wait(*entry, now) for entry in found.values()), default=0.0)
         if wait > 0:
             raise TooManyRequestsError(
                 "too many failed logins; wait before trying again", retry_after=wait
@@ -64,33 +88,62 @@ class LoginThrottle:
 
     def failed(self, user_name: str, client: str) -> None:
         """Count one failed attempt for the name and the address."""
-        now = self._clock()
-        with self._lock:
-            if len(self._records) >= MAX_KEYS:
-                self._forget_oldest()
-            for key in (f"user:{user_name}", f"addr:{client}"):
-                record = self._records.get(key)
-                if record is None or now - record.last_failure > WINDOW_SECONDS:
-                    record = self._records[key] = _Record(0, now)
-                record.failures += 1
-                record.last_failure = now
+        keys = _keys(user_name, client)
+        self._counts.add_failure(keys, self._clock(), WINDOW_SECONDS)
 
     def succeeded(self, user_name: str) -> None:
         """Clear the name's count after a correct password."""
-        with self._lock:
-            self._records.pop(f"user:{user_name}", None)
+        self._counts.clear(_key("user", user_name))
 
-    def _wait(self, key: str, now: float) -> float:
-        record = self._records.get(key)
-        if record is None or now - record.last_failure > WINDOW_SECONDS:
-            return 0.0
-        extra = record.failures - FREE_FAILURES
-        if extra < 0:
-            return 0.0
-        delay = min(MAX_WAIT_SECONDS, 2.0 ** extra)
-        return max(0.0, record.last_failure + delay - now)
+
+class MemoryFailureCounts:
+    """Failure counts in this process only. Thread-safe; bounded to `MAX_KEYS`."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, keys: Iterable[str]) -> Mapping[str, tuple[int, float]]:
+        """Return the count and last failure time of each key that has any."""
+        with self._lock:
+            return {k: self._records[k] for k in keys if k in self._records}
+
+    def add_failure(self, keys: Iterable[str], now: float, window: float) -> None:
+        """Count one failure at `now` for each key."""
+        with self._lock:
+            if len(self._records) >= MAX_KEYS:
+                self._forget_oldest()
+            for key in keys:
+                failures, last = self._records.get(key, (0, now))
+                if now - last > window:
+                    failures = 0
+                self._records[key] = (failures + 1, now)
+
+    def clear(self, key: str) -> None:
+        """Forget a key's failures."""
+        with self._lock:
+            self._records.pop(key, None)
 
     def _forget_oldest(self) -> None:
-        by_age = sorted(self._records.items(), key=lambda kv: kv[1].last_failure)
+        by_age = sorted(self._records.items(), key=lambda kv: kv[1][1])
         for key, _ in by_age[: len(by_age) // 2]:
             del self._records[key]
+
+
+def _keys(user_name: str, client: str) -> tuple[str, str]:
+    return _key("user", user_name), _key("addr", client)
+
+
+def _key(kind: str, value: str) -> str:
+    raw = f"{kind}\x00{value}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _wait(failures: int, last_failure: float, now: float) -> float:
+    if now - last_failure > WINDOW_SECONDS:
+        return 0.0
+    extra = failures - FREE_FAILURES
+    if extra < 0:
+        return 0.0
+    delay = min(MAX_WAIT_SECONDS, 2.0**extra)
+    return max(0.0, last_failure + delay - now)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -34,7 +35,15 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["dirs", "files", "metadata", "refresh_tokens", "sessions", "users"]
+__all__ = [
+    "dirs",
+    "files",
+    "login_failures",
+    "metadata",
+    "refresh_tokens",
+    "sessions",
+    "users",
+]
 
 
 class _UTCDateTime(TypeDecorator[datetime]):
@@ -147,4 +156,16 @@ refresh_tokens = Table(
     Column("idle_expires_at", _UTCDateTime, nullable=False),
     Column("used", Boolean, nullable=False),
     Index("refresh_tokens_session", "session_id"),
+)
+
+# Recent failed logins per throttle key (a SHA-256 of the user name or client
+# address, never the text itself), shared by every app process. Rows older than
+# the throttle window are deleted as new failures arrive.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure", Float, nullable=False),
+    Index("login_failures_age", "last_failure"),
 )

@@ -57,6 +57,7 @@ from strongroom.storage._engine import (
     read_options,
 )
 from strongroom.storage._schema import dirs, files, metadata, sessions, users
+from strongroom.storage.failures import DatabaseFailureCounts
 from strongroom.storage.records import (
     ChildPage,
     DirEntry,
@@ -115,6 +116,7 @@ class MetadataStore:
         self._read_options = read_options(self._read_engine)
         self._user_by_id = _UserLookup(self._read_engine)
         self.sessions = SessionStore(engine, self._now)
+        self.login_failures = DatabaseFailureCounts(engine)
 
     def create_tables(self) -> None:
         """Create the tables and indexes that do not exist yet."""
