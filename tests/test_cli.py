@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -208,6 +209,87 @@ def test_user_passwd_sets_a_new_password_and_revokes_tokens(
     assert before is not None and after is not None
     assert PasswordHasher().verify(after.password_hash, "another password").ok
     assert after.tokens_valid_after > before.tokens_valid_after
+
+
+def start_session(data_dir: Path, name: str) -> tuple[int, str]:
+    """Open a session for `name` straight in the database; return (user id, sid)."""
+    store = database(data_dir)
+    try:
+        user = store.get_user_by_name(name)
+        assert user is not None
+        sid = store.sessions.start(
+            user.id, "0" * 64, scope="files:read", absolute_seconds=60,
+            idle_seconds=60,
+        )
+        return user.id, sid
+    finally:
+        store.close()
+
+
+def is_live(data_dir: Path, user_id: int, sid: str) -> tuple[bool, datetime]:
+    store = database(data_dir)
+    try:
+        user, live = store.get_user_in_session(user_id, sid)
+        assert user is not None
+        return live, user.tokens_valid_after
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("token", "revoke", "--user", "alice"), ("user", "role", "alice", "admin"),
+     ("user", "disable", "alice")],
+    ids=["token-revoke", "user-role", "user-disable"],
+)
+def test_revoking_commands_end_every_session_and_older_token(
+    cli: Cli, data_dir: Path, command: tuple[str, ...]
+) -> None:
+    cli("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
+    user_id, sid = start_session(data_dir, "alice")
+    _, before = is_live(data_dir, user_id, sid)
+
+    code = cli(*command)
+
+    live, after = is_live(data_dir, user_id, sid)
+    assert code == 0, cli.err
+    assert not live
+    assert after > before
+
+
+def test_user_role_and_enable_change_the_account(cli: Cli, data_dir: Path) -> None:
+    cli("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
+
+    codes = [cli("user", "role", "alice", "admin"), cli("user", "disable", "alice")]
+    store = database(data_dir)
+    disabled = store.get_user_by_name("alice")
+    store.close()
+    codes.append(cli("user", "enable", "alice"))
+    store = database(data_dir)
+    enabled = store.get_user_by_name("alice")
+    store.close()
+
+    assert codes == [0, 0, 0]
+    assert disabled is not None and disabled.role == "admin" and not disabled.active
+    assert enabled is not None and enabled.active
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("token", "revoke", "--user", "ghost"), ("user", "role", "ghost", "user"),
+     ("user", "enable", "ghost")],
+)
+def test_account_commands_on_an_unknown_user_are_user_errors(
+    cli: Cli, command: tuple[str, ...]
+) -> None:
+    assert cli(*command) == 1 and "there is no user 'ghost'" in cli.err
+
+
+def test_user_role_refuses_an_unknown_role(cli: Cli) -> None:
+    cli("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
+
+    assert cli("user", "role", "alice", "root") == 1
+    assert "invalid choice" in cli.err
 
 
 def test_user_passwd_of_an_unknown_user_is_a_user_error(cli: Cli) -> None:

@@ -375,10 +375,13 @@ def run_server(
     config_text: str,
     resolver: str,
     users: Sequence[tuple[str, str, str]],
+    *,
+    workers: int = 1,
 ) -> Iterator[LiveServer]:
     """Write `config_text` to P/strongroom.toml, add `users`, serve, log them in.
 
     `users` holds (name, password, role); each one's token is in `tokens[name]`.
+    With `workers` over 1, uvicorn runs that many app processes on one socket.
     The server is stopped when the block ends. Its output and its network calls
     are written next to P (never inside it: P is what the tests watch).
     """
@@ -396,7 +399,7 @@ def run_server(
             [sys.executable, "-c", _AUDITED_UVICORN, "--factory",
              "strongroom.api.app:create_app_from_environment",
              "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-             "--log-level", "warning"],
+             "--log-level", "warning", "--workers", str(workers)],
             cwd=parent, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     try:

@@ -16,6 +16,9 @@ from strongroom.auth.keys import (
     KID_PATTERN,
     ROTATED_DIR_NAME,
     SECRET_FILE_NAME,
+    Algorithm,
+    KeySet,
+    ed25519_key,
     load_key_set,
     load_or_create_secret,
     rotate_default_key,
@@ -195,3 +198,55 @@ def test_rotated_keys_of_another_algorithm_stop_start_up(tmp_path: Path) -> None
 def test_rotation_without_a_key_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         rotate_default_key("HS256", tmp_path, KEEP_SECONDS, NOW)
+
+
+# Keys per token kind (KeySet.derive)
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "EdDSA"])
+def test_a_derived_set_has_its_own_keys_and_kids(
+    tmp_path: Path, algorithm: Algorithm
+) -> None:
+    base = load_key_set(algorithm, tmp_path)
+
+    share = base.derive("share")
+
+    assert share.algorithm == algorithm
+    assert set(share.kids()).isdisjoint(base.kids())
+    assert share.kids() == load_key_set(algorithm, tmp_path).derive("share").kids()
+    assert share.kids() != base.derive("other").kids()
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "EdDSA"])
+def test_a_token_of_one_kind_never_verifies_as_another(
+    tmp_path: Path, algorithm: Algorithm
+) -> None:
+    """Even with the same typ, a derived key's signature fails the base key."""
+    base = load_key_set(algorithm, tmp_path)
+    token = TokenAuthority(base.derive("share")).issue_access_token(42, 60).value
+
+    with pytest.raises(InvalidTokenError, match="unknown key"):
+        TokenAuthority(base).verify_access_token(token)
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "EdDSA"])
+def test_derived_keys_follow_a_rotation(tmp_path: Path, algorithm: Algorithm) -> None:
+    """A rotated-out key still verifies the other kinds' tokens it signed."""
+    before = load_key_set(algorithm, tmp_path).derive("share")
+    token = TokenAuthority(before).issue_access_token(42, 60).value
+    rotate_default_key(algorithm, tmp_path, KEEP_SECONDS, NOW)
+
+    after = load_key_set(algorithm, tmp_path).derive("share")
+
+    assert after.active.kid != before.active.kid
+    assert TokenAuthority(after).verify_access_token(token).user_id == 42
+    with pytest.raises(ValueError, match="verify-only"):
+        after.find(before.active.kid).sign(b"x")  # type: ignore[union-attr]
+
+
+def test_a_public_only_verify_key_has_no_derived_key() -> None:
+    private = ed25519.Ed25519PrivateKey.generate()
+    old = ed25519_key(None, ed25519.Ed25519PrivateKey.generate().public_key())
+    keys = KeySet(ed25519_key(private, private.public_key()), [old])
+
+    assert len(keys.derive("share").kids()) == 1

@@ -23,6 +23,7 @@ from strongroom.errors import (
     InvalidScopeError,
     InvalidTokenError,
     PermissionDeniedError,
+    TooManyRequestsError,
 )
 from strongroom.storage import MetadataStore, User, open_metadata_store
 from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
@@ -113,7 +114,11 @@ class Services:
             TooManyRequestsError: while the name or the client address must wait.
         """
         requested = parse_scopes(scope) if scope is not None else None
-        self.throttle.check(user_name, client)
+        try:
+            self.throttle.check(user_name, client)
+        except TooManyRequestsError:
+            log.warning("login_failed", extra={"reason": "throttled"})
+            raise
         user = self.meta.get_user_by_name(user_name)
         stored = user.password_hash if user is not None and user.active else None
         check = self.passwords.verify(stored, password)
