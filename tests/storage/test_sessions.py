@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Protocol
 
 import pytest
+from sqlalchemy import select
 
 from strongroom.storage import MetadataStore
+from strongroom.storage._schema import refresh_tokens, sessions
 from strongroom.storage.sessions import RefreshOutcome
 
 DAY = 24 * 3600
@@ -139,3 +141,33 @@ def test_removing_a_user_removes_their_sessions(
     store.remove_user(alice)
 
     assert rotate(store, "r1", "r2") is RefreshOutcome.UNKNOWN
+
+
+def test_a_login_deletes_the_users_sessions_past_their_end(
+    store: MetadataStore, clock: FakeClock, alice: int, session_id: str
+) -> None:
+    clock.advance(ABSOLUTE + 1)
+
+    store.sessions.start(
+        alice, digest("later"), scope="files:read",
+        absolute_seconds=ABSOLUTE, idle_seconds=IDLE,
+    )
+
+    with store._engine.connect() as conn:
+        left = conn.execute(select(sessions.c.id)).scalars().all()
+        tokens = conn.execute(select(refresh_tokens.c.token_hash)).scalars().all()
+    assert session_id not in left and len(left) == 1
+    assert tokens == [digest("later")]
+
+
+def test_a_revoked_session_stays_until_its_end_so_reuse_is_still_seen(
+    store: MetadataStore, alice: int, session_id: str
+) -> None:
+    assert rotate(store, "r1", "r2") is RefreshOutcome.ROTATED
+    store.sessions.revoke(session_id, alice)
+    store.sessions.start(
+        alice, digest("other"), scope="files:read",
+        absolute_seconds=ABSOLUTE, idle_seconds=IDLE,
+    )
+
+    assert rotate(store, "r1", "r3") is RefreshOutcome.REUSED

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    delete,
     exists,
     insert,
     select,
@@ -85,12 +86,21 @@ class SessionStore:
     ) -> str:
         """Open a session for `user_id` with its first refresh token; return its id.
 
-        `scope` (space-separated) is what every token of the session may do.
+        `scope` (space-separated) is what every token of the session may do. The
+        user's sessions past their absolute end are deleted in the same
+        transaction (through the user index), so the tables hold only sessions
+        that could still matter; revoked ones stay until then, so a late reuse
+        of their refresh tokens is still recognised and logged.
         """
         now = self._now()
         session_id = secrets.token_urlsafe(16)
 
         with self._write() as conn:
+            conn.execute(
+                delete(sessions).where(
+                    sessions.c.user_id == user_id, sessions.c.expires_at < now
+                )
+            )
             conn.execute(
                 insert(sessions).values(
                     id=session_id,
