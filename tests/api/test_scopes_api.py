@@ -85,7 +85,7 @@ ROUTES = [
     ("DELETE", files_url("lab", "a.txt"), None, "files:write"),
     ("POST", f"{API}/spaces/lab/import", b"", "files:write"),
     ("GET", f"{API}/admin/users", None, "admin"),
-    ("POST", f"{API}/admin/users/alice/revoke", None, "admin"),
+    ("POST", f"{API}/admin/users/no-such-user/revoke", None, "admin"),
 ]
 
 
@@ -382,3 +382,28 @@ def test_a_too_short_new_password_is_400_and_changes_nothing(
     assert server.request(
         "GET", f"{API}/spaces", headers=bearer(session), token=None
     ).status == 200
+
+
+def test_the_openapi_page_offers_the_password_flow_on_every_private_route(
+    server: LiveServer,
+) -> None:
+    """/docs lets a person authorise with the password flow and try each route."""
+    document = server.request("GET", "/openapi.json", token=None).json()
+    assert isinstance(document, dict)
+    flow = document["components"]["securitySchemes"]["OAuth2PasswordBearer"]
+    public = {"/api/v1/token", "/api/v1/token/refresh"}
+
+    undocumented = [
+        f"{method} {path}"
+        for path, operations in document["paths"].items()
+        if path.startswith("/api/v1/") and path not in public
+        for method, operation in operations.items() if not operation.get("security")
+    ]
+    ids = [op["operationId"] for ops in document["paths"].values()
+           for op in ops.values()]
+
+    assert flow["flows"]["password"]["tokenUrl"] == "/api/v1/token"
+    assert set(flow["flows"]["password"]["scopes"]) == {
+        "files:read", "files:write", "shares", "admin"}
+    assert undocumented == []
+    assert len(ids) == len(set(ids))

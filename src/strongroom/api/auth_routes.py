@@ -12,7 +12,7 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Form, Request, Response
 
-from strongroom.api.deps import bearer_token, get_services
+from strongroom.api.deps import CurrentSession, get_services
 from strongroom.api.schemas import AccountOut, PasswordChangeIn, TokenOut
 from strongroom.api.services import IssuedTokens, Services
 from strongroom.auth.passwords import MAX_CONCURRENT_HASHES
@@ -84,25 +84,21 @@ def refresh_token(
 
 @router.post("/logout", status_code=204, responses={401: {"description": "No session"}})
 def logout(
-    request: Request, services: Annotated[Services, Depends(get_services)]
+    request: Request,
+    session: CurrentSession,
+    services: Annotated[Services, Depends(get_services)],
 ) -> Response:
     """Revoke the session of the bearer token: its refresh and access tokens."""
     request.state.op = "logout"
-    services.logout(bearer_token(request.headers.getlist("authorization")))
+    services.logout(*session)
     return Response(status_code=204)
 
 
 @router.get("/account", response_model=AccountOut)
-def account(
-    request: Request, services: Annotated[Services, Depends(get_services)]
-) -> AccountOut:
+def account(session: CurrentSession) -> AccountOut:
     """Describe the caller: name, role, and the scopes of this token."""
-    token = bearer_token(request.headers.getlist("authorization"))
-    user, claims = services.authenticate_claims(token)
-    request.state.user_id = user.id
-    return AccountOut(
-        name=user.name, role=user.role, scopes=sorted(claims.scopes)
-    )
+    user, claims = session
+    return AccountOut(name=user.name, role=user.role, scopes=sorted(claims.scopes))
 
 
 @router.post(
@@ -113,6 +109,7 @@ def account(
 async def change_password(
     request: Request,
     body: PasswordChangeIn,
+    session: CurrentSession,
     services: Annotated[Services, Depends(get_services)],
 ) -> Response:
     """Change the caller's password; every session of the account ends.
@@ -122,9 +119,7 @@ async def change_password(
     next request on, in every server process: log in again with the new one.
     """
     request.state.op = "password_change"
-    token = bearer_token(request.headers.getlist("authorization"))
-    user = services.authenticate(token)
-    request.state.user_id = user.id
+    user = session[0]
     client = request.client.host if request.client else "unknown"
     async with _hashing_slots:
         await anyio.to_thread.run_sync(

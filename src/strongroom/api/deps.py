@@ -8,6 +8,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 
 from strongroom.api.services import Services
+from strongroom.auth import AccessClaims
 from strongroom.auth.scopes import (
     ADMIN,
     FILES_READ,
@@ -20,12 +21,14 @@ from strongroom.storage import User
 
 __all__ = [
     "AdminUser",
+    "CurrentSession",
     "FilesReader",
     "FilesWriter",
     "Services",
     "SharesUser",
     "authorize_header",
     "bearer_token",
+    "current_session",
     "current_user",
     "get_services",
 ]
@@ -64,6 +67,22 @@ async def current_user(
     )
     request.state.user_id = user.id
     return user
+
+
+async def current_session(
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    _documented: Annotated[str | None, Depends(_oauth2_scheme)] = None,
+) -> tuple[User, AccessClaims]:
+    """Authenticate the request's bearer token, whatever its scopes.
+
+    For the routes about the session and the account itself (logout, the
+    account, its password), which any valid token of the account may use.
+    """
+    token = bearer_token(request.headers.getlist("authorization"))
+    user, claims = services.authenticate_claims(token)
+    request.state.user_id = user.id
+    return user, claims
 
 
 def authorize_header(services: Services, values: list[str], scope: str) -> User:
@@ -105,3 +124,4 @@ FilesReader = Annotated[User, Security(current_user, scopes=[FILES_READ])]
 FilesWriter = Annotated[User, Security(current_user, scopes=[FILES_WRITE])]
 SharesUser = Annotated[User, Security(current_user, scopes=[SHARES])]
 AdminUser = Annotated[User, Security(current_user, scopes=[ADMIN])]
+CurrentSession = Annotated[tuple[User, AccessClaims], Depends(current_session)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -81,14 +81,19 @@ def get_meta(
     return meta_out(sp.meta(path))
 
 
-@router.api_route(
-    "/spaces/{space}/files/{path:path}",
-    methods=["GET", "HEAD"],
-    response_class=Response,
-    response_model=None,
-    responses={200: {"content": {"application/octet-stream": {}}},
-               206: {"description": "One byte range"}, 304: {}, 416: {}},
-)
+_DOWNLOAD_PATH = "/spaces/{space}/files/{path:path}"
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}},
+    206: {"description": "One byte range"},
+    304: {},
+    416: {},
+}
+
+
+@router.get(_DOWNLOAD_PATH, response_class=Response, response_model=None,
+            responses=_DOWNLOAD_RESPONSES, operation_id="download")
+@router.head(_DOWNLOAD_PATH, response_class=Response, response_model=None,
+             responses=_DOWNLOAD_RESPONSES, operation_id="download_head")
 async def download(
     space: str, path: str, request: Request, user: FilesReader, services: ServicesDep
 ) -> Response:

@@ -200,13 +200,8 @@ class Services:
             "tokens_revoked", extra={"user_id": user.id, "reason": "password_change"}
         )
 
-    def logout(self, token: str) -> None:
-        """Revoke the session of a valid access token: its refresh and access tokens.
-
-        Raises:
-            InvalidTokenError: as `authenticate`.
-        """
-        user, claims = self.authenticate_claims(token)
+    def logout(self, user: User, claims: AccessClaims) -> None:
+        """Revoke the session of verified claims: its refresh and access tokens."""
         self.meta.sessions.revoke(claims.session_id, user.id)
         log.info("logout", extra={"user_id": user.id})
 
