@@ -130,7 +130,9 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         for finding in report.findings:
             print(f"{finding.kind:<14} {finding.blob_id}  {finding.detail}")
         print(f"{len(report.findings)} findings; {report.rows} rows, "
-              f"{report.blobs} blobs; {len(report.removed)} orphans removed")
+              f"{report.blobs} blobs; {len(report.removed)} orphans removed, "
+              f"{len(report.marked)} rows marked damaged, "
+              f"{len(report.cleared)} marks cleared")
     return EXIT_OK if report.clean else EXIT_USER_ERROR
 
 
@@ -484,7 +486,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="compare the database with the blob store of the home spaces",
     )
     check.add_argument("--repair", action="store_true",
-                       help="delete orphan blobs older than an hour")
+                       help="delete orphan blobs older than an hour and mark "
+                       "rows whose blob is missing or differs (refused with 410)")
     check.add_argument("--no-hashes", action="store_true",
                        help="compare sizes only (faster: no blob is read)")
     check.add_argument("--json", action="store_true", help="print JSON")

@@ -41,6 +41,7 @@ nothing else maps errors to status codes.
 from __future__ import annotations
 
 __all__ = [
+    "DamagedContentError",
     "AccessDeniedError",
     "ArchiveLimitError",
     "AuthError",
@@ -147,6 +148,14 @@ class DirectoryNotEmptyError(PathError):
 
 class ResolveRetryError(PathError):
     """The kernel reported a concurrent rename on every bounded retry."""
+
+
+class DamagedContentError(PathError):
+    """The stored bytes of a home file are missing or differ from its record.
+
+    `strongroom check --repair` marked the file; it is refused rather than served
+    wrong. Uploading the file again replaces the damaged content.
+    """
 
 
 class SpaceNotFoundError(StrongroomError):

@@ -1,4 +1,5 @@
-"""`check_stores` finds every kind of mismatch and repairs only old orphans."""
+"""`check_stores` finds every kind of mismatch, repairs only old orphans, and
+marks damaged rows so that their files are refused, not served wrong."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from strongroom.errors import DamagedContentError
 from strongroom.storage import MetadataStore, open_metadata_store
 from strongroom.storage.blobs import LocalBlobStore
 from strongroom.storage.check import ORPHAN_GRACE_SECONDS, check_stores
+from strongroom.storage.home import HomeSpace
 
 
 @pytest.fixture
@@ -93,3 +96,83 @@ def test_repair_removes_only_orphans_past_the_grace_period(
     assert not blob_path(base, old_orphan).exists()
     assert blob_path(base, new_orphan).exists()
     assert blob_path(base, kept).read_bytes() == b"kept"
+
+
+def damaged_home(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> tuple[HomeSpace, dict[str, str]]:
+    """alice's home with one sound file and one of each kind of damage."""
+    meta, blobs, base = stores
+    owner = meta.add_user("alice", "x").id
+    ids = {name: store_file(meta, blobs, owner, f"{name}.txt", b"abcde")
+           for name in ("sound", "missing", "resized", "altered")}
+    blob_path(base, ids["missing"]).unlink()
+    blob_path(base, ids["resized"]).write_bytes(b"abc")
+    blob_path(base, ids["altered"]).write_bytes(b"ABCDE")
+    return HomeSpace(owner, meta, blobs), ids
+
+
+def test_repair_marks_damaged_rows_and_their_files_are_refused(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> None:
+    home, ids = damaged_home(stores)
+    meta, blobs, _ = stores
+
+    report = check_stores(meta, blobs, repair=True)
+
+    damaged = [ids[n] for n in ("missing", "resized", "altered")]
+    assert sorted(report.marked) == sorted(damaged)
+    assert meta.damaged_blob_ids() == {
+        ids["missing"]: "missing_blob", ids["resized"]: "size_mismatch",
+        ids["altered"]: "hash_mismatch"}
+    for name in ("missing", "resized", "altered"):
+        with pytest.raises(DamagedContentError, match="upload it again"):
+            home.open(f"{name}.txt")
+    handle, _ = home.open("sound.txt")
+    with handle:
+        assert handle.read() == b"abcde"
+
+
+def test_a_check_without_repair_marks_nothing(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> None:
+    damaged_home(stores)
+    meta, blobs, _ = stores
+
+    report = check_stores(meta, blobs)
+
+    assert len(report.findings) == 3 and report.marked == ()
+    assert meta.damaged_blob_ids() == {}
+
+
+def test_uploading_again_replaces_the_damage(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> None:
+    home, _ = damaged_home(stores)
+    meta, blobs, _ = stores
+    check_stores(meta, blobs, repair=True)
+
+    writer = home.writer("altered.txt", exclusive=False)
+    writer.write(b"fresh")
+    writer.commit()
+
+    handle, _ = home.open("altered.txt")
+    with handle:
+        assert handle.read() == b"fresh"
+
+
+def test_a_restored_blob_clears_its_mark_but_a_sizes_only_check_keeps_hash_marks(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> None:
+    _, ids = damaged_home(stores)
+    meta, blobs, base = stores
+    check_stores(meta, blobs, repair=True)
+    blob_path(base, ids["resized"]).write_bytes(b"abcde")
+    blob_path(base, ids["altered"]).write_bytes(b"abcde")
+
+    sizes_only = check_stores(meta, blobs, repair=True, verify_hashes=False)
+    full = check_stores(meta, blobs, repair=True)
+
+    assert sizes_only.cleared == (ids["resized"],)
+    assert full.cleared == (ids["altered"],)
+    assert meta.damaged_blob_ids() == {ids["missing"]: "missing_blob"}

@@ -107,6 +107,9 @@ files = Table(
     Column("content_type", String(255), nullable=False),
     Column("created", _UTCDateTime, nullable=False),
     Column("modified", _UTCDateTime, nullable=False),
+    # Set by `strongroom check --repair` when the blob is missing or differs from
+    # the row (the finding's kind); such a file is refused, never served wrong.
+    Column("damage", String(32), nullable=True),
     UniqueConstraint("owner_id", "rel_path", name="files_owner_path"),
     Index("files_listing", "owner_id", "parent", "name"),
     sqlite_autoincrement=True,

@@ -224,6 +224,7 @@ def file_values(row: FileRow) -> dict[str, object]:
         "content_type": row.content_type,
         "created": row.created,
         "modified": row.modified,
+        "damage": row.damage,
     }
 
 

@@ -6,13 +6,18 @@ committing a replace and deleting the old blob), and a blob whose size or sha256
 differs from its row. Repair only ever deletes orphans older than a grace period,
 so a blob whose upload is still committing its row is never touched, and nothing
 a row refers to is ever deleted.
+
+Repair also marks each row whose blob is missing or differs (`files.damage`), so
+the service refuses that file (410) instead of serving wrong bytes, and clears
+the mark of a row found sound again (say, its blob restored from a backup). A
+check without hashes never clears a hash mismatch it could not have seen.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from strongroom.errors import PathError
 from strongroom.storage.blobs import LocalBlobStore
@@ -23,6 +28,8 @@ __all__ = ["ORPHAN_GRACE_SECONDS", "CheckFinding", "CheckReport", "check_stores"
 # An upload writes its blob, then commits its row within a second or so; an hour
 # is far beyond any commit, so an older blob without a row is a true orphan.
 ORPHAN_GRACE_SECONDS = 3600.0
+# Findings that make a row's content untrustworthy.
+_DAMAGE_KINDS = frozenset({"missing_blob", "size_mismatch", "hash_mismatch"})
 # Bytes read at a time while hashing a blob.
 _READ_BYTES = 1 << 20
 
@@ -44,6 +51,8 @@ class CheckReport:
     rows: int
     blobs: int
     removed: tuple[str, ...] = ()
+    marked: tuple[str, ...] = ()
+    cleared: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -57,6 +66,8 @@ class CheckReport:
             "blobs": self.blobs,
             "findings": [asdict(f) for f in self.findings],
             "removed": list(self.removed),
+            "marked": list(self.marked),
+            "cleared": list(self.cleared),
         }
 
 
@@ -84,17 +95,46 @@ def check_stores(
     for blob_id in orphans:
         detail = f"{stored[blob_id][0]} bytes, no row"
         findings.append(CheckFinding("orphan_blob", blob_id, detail))
-    removed: list[str] = []
-    if repair and orphans:
-        # Read the rows again right before deleting: an upload may have committed
-        # a row for one of these blobs since the first read.
-        cutoff_ns = time.time_ns() - int(grace_seconds * 1e9)
-        referenced = meta.blob_references()
-        for blob_id in orphans:
-            if stored[blob_id][1] < cutoff_ns and blob_id not in referenced:
-                blobs.delete_blob(blob_id)
-                removed.append(blob_id)
-    return CheckReport(tuple(findings), len(rows), len(stored), tuple(removed))
+    report = CheckReport(tuple(findings), len(rows), len(stored))
+    if not repair:
+        return report
+    marked, cleared = _mark_damage(meta, findings, verify_hashes)
+    removed = _remove_orphans(meta, blobs, orphans, stored, grace_seconds)
+    return replace(report, removed=removed, marked=marked, cleared=cleared)
+
+
+def _mark_damage(
+    meta: MetadataStore, findings: list[CheckFinding], verify_hashes: bool
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    damaged = {f.blob_id: f.kind for f in findings if f.kind in _DAMAGE_KINDS}
+    marked = [b for b, kind in sorted(damaged.items()) if meta.set_damage(b, kind)]
+    cleared = [
+        blob_id
+        for blob_id, kind in sorted(meta.damaged_blob_ids().items())
+        if blob_id not in damaged
+        and (verify_hashes or kind != "hash_mismatch")
+        and meta.set_damage(blob_id, None)
+    ]
+    return tuple(marked), tuple(cleared)
+
+
+def _remove_orphans(
+    meta: MetadataStore,
+    blobs: LocalBlobStore,
+    orphans: list[str],
+    stored: dict[str, tuple[int, int]],
+    grace_seconds: float,
+) -> tuple[str, ...]:
+    # Read the rows again right before deleting: an upload may have committed a
+    # row for one of these blobs since the first read.
+    cutoff_ns = time.time_ns() - int(grace_seconds * 1e9)
+    referenced = meta.blob_references() if orphans else {}
+    removed = []
+    for blob_id in orphans:
+        if stored[blob_id][1] < cutoff_ns and blob_id not in referenced:
+            blobs.delete_blob(blob_id)
+            removed.append(blob_id)
+    return tuple(removed)
 
 
 def _compare(

@@ -13,6 +13,7 @@ from typing import Literal
 
 from strongroom.confine import ReadHandle, parse_user_path
 from strongroom.errors import (
+    DamagedContentError,
     InvalidPathError,
     IsADirectoryPathError,
     NotADirectoryPathError,
@@ -103,6 +104,11 @@ class HomeSpace:
                 if entry is not None and entry.kind == "dir":
                     raise IsADirectoryPathError("read", rel_path, "it is a folder")
                 raise PathNotFoundError("read", rel_path, "no such file")
+            if row.damage is not None:
+                raise DamagedContentError(
+                    "read", rel_path,
+                    f"its stored content is damaged ({row.damage}); upload it again",
+                )
             try:
                 return self._blobs.open_blob(row.blob_id), _file_meta(row)
             except PathNotFoundError:

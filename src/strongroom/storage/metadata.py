@@ -203,6 +203,26 @@ class MetadataStore:
                 for blob_id, size, sha256 in conn.execute(query)
             }
 
+    def set_damage(self, blob_id: str, damage: str | None) -> bool:
+        """Mark (or, with None, clear) the row that refers to `blob_id`.
+
+        Keyed by the blob id, so a row that moved on to new content since the
+        check read it is left alone. Returns whether a row was changed.
+        """
+        with self._write() as conn:
+            result = conn.execute(
+                update(files).where(files.c.blob_id == blob_id).values(damage=damage)
+            )
+            return result.rowcount == 1
+
+    def damaged_blob_ids(self) -> dict[str, str]:
+        """Return the blob id and damage kind of every marked row."""
+        query = select(files.c.blob_id, files.c.damage).where(
+            files.c.damage.is_not(None)
+        )
+        with self._read() as conn:
+            return {str(b): str(d) for b, d in conn.execute(query)}
+
     def list_users(self) -> list[User]:
         """Return every user, sorted by name."""
         with self._read() as conn:
@@ -386,6 +406,7 @@ class MetadataStore:
                 sha256=sha256,
                 content_type=content_type,
                 modified=now,
+                damage=None,  # new content: an old finding no longer applies
             )
             conn.execute(
                 update(files).where(files.c.id == row.id).values(tree.file_values(row))

@@ -50,6 +50,8 @@ class FileRow:
     content_type: str
     created: datetime
     modified: datetime
+    # The kind of damage `strongroom check --repair` found, or None.
+    damage: str | None = None
 
     @property
     def name(self) -> str:
