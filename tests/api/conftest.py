@@ -32,8 +32,9 @@ def live_server(
 
 @pytest.fixture
 def server(live_server: LiveServer) -> LiveServer:
-    """The live server with every space emptied before the test."""
+    """The live server with every space emptied and no failed logins counted."""
     live_server.reset_tree()
+    live_server.forget_failed_logins()
     return live_server
 
 

@@ -31,9 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from sqlalchemy import delete
+
 from strongroom.auth import PasswordHasher
 from strongroom.config import load_settings
 from strongroom.storage import open_metadata_store
+from strongroom.storage._schema import login_failures
 
 ALICE_PASSWORD = "alice-password-1"  # noqa: S105 (test fixture)
 BOB_PASSWORD = "bob-password-22"  # noqa: S105 (test fixture)
@@ -273,6 +276,21 @@ class LiveServer:
                     shutil.rmtree(child)
                 else:
                     child.unlink()
+
+    def forget_failed_logins(self) -> None:
+        """Clear the login throttle's counts in the server's database.
+
+        Every test client is 127.0.0.1, so the per-address count would carry one
+        test's deliberate failures into the next; the counts live in the
+        database, shared by all server processes, so clearing them there is
+        enough.
+        """
+        store = open_metadata_store(load_settings(str(self.config_path)).database_url)
+        try:
+            with store._engine.begin() as conn:
+                conn.execute(delete(login_failures))
+        finally:
+            store.close()
 
     def reset_home(self, user: str = "alice") -> None:
         """Delete everything in `user`'s home through the API, deepest first."""
