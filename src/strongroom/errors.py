@@ -41,6 +41,7 @@ nothing else maps errors to status codes.
 from __future__ import annotations
 
 __all__ = [
+    "ApiKeyNotFoundError",
     "DamagedContentError",
     "AccessDeniedError",
     "ArchiveLimitError",
@@ -71,6 +72,7 @@ __all__ = [
     "StorageError",
     "StrongroomError",
     "SymlinkRefusedError",
+    "TooManyApiKeysError",
     "TooManyRequestsError",
     "UnreadableArchiveError",
     "UserError",
@@ -218,6 +220,14 @@ class UserExistsError(UserError):
 
 class UserNotFoundError(UserError):
     """No user has that name or id."""
+
+
+class ApiKeyNotFoundError(UserError):
+    """No live API key of this account has that id."""
+
+
+class TooManyApiKeysError(UserError):
+    """The account already holds the most API keys allowed; revoke one first."""
 
 
 class PasswordPolicyError(UserError):

@@ -7,15 +7,24 @@ The refresh route takes a form, like the password flow: `refresh_token=R`
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Form, Request, Response
 
 from strongroom.api.deps import CurrentSession, get_services
-from strongroom.api.schemas import AccountOut, PasswordChangeIn, TokenOut
+from strongroom.api.schemas import (
+    AccountOut,
+    ApiKeyIn,
+    ApiKeyOut,
+    PasswordChangeIn,
+    TokenOut,
+)
 from strongroom.api.services import IssuedTokens, Services
 from strongroom.auth.passwords import MAX_CONCURRENT_HASHES
+from strongroom.errors import ApiKeyNotFoundError
+from strongroom.storage.api_keys import ApiKey
 
 __all__ = ["router"]
 
@@ -130,6 +139,64 @@ async def change_password(
             client,
         )
     return Response(status_code=204)
+
+
+@router.post("/account/keys", response_model=ApiKeyOut, status_code=201)
+def create_api_key(
+    body: ApiKeyIn,
+    session: CurrentSession,
+    services: Annotated[Services, Depends(get_services)],
+) -> ApiKeyOut:
+    """Make an API key for scripts; the answer is the only time `key` is shown.
+
+    Send it as `Authorization: Bearer srk_...`. Its scopes are at most this
+    login's. It works until revoked, until `expires_in_days`, or until the
+    account's tokens are revoked (password change, role change, disable,
+    `strongroom token revoke`). Managing keys needs a login's token, not a key.
+    """
+    user, claims = session
+    expires_at = (
+        None
+        if body.expires_in_days is None
+        else datetime.now(UTC) + timedelta(days=body.expires_in_days)
+    )
+    key, row = services.create_api_key(user, claims, body.name, body.scope, expires_at)
+    return _key_out(row, key)
+
+
+@router.get("/account/keys", response_model=list[ApiKeyOut])
+def list_api_keys(
+    session: CurrentSession, services: Annotated[Services, Depends(get_services)]
+) -> list[ApiKeyOut]:
+    """List this account's live API keys (never their secrets), newest first."""
+    return [_key_out(row) for row in services.meta.api_keys.list_for(session[0].id)]
+
+
+@router.delete("/account/keys/{key_id}", status_code=204)
+def revoke_api_key(
+    key_id: str,
+    session: CurrentSession,
+    services: Annotated[Services, Depends(get_services)],
+) -> Response:
+    """Revoke one of this account's API keys at once, in every server process."""
+    if not services.meta.api_keys.revoke(session[0].id, key_id):
+        raise ApiKeyNotFoundError("this account has no live API key with that id")
+    return Response(status_code=204)
+
+
+def _key_out(row: ApiKey, key: str | None = None) -> ApiKeyOut:
+    return ApiKeyOut(
+        id=row.id,
+        name=row.name,
+        scope=row.scope,
+        created=_iso(row.created),
+        expires_at=_iso(row.expires_at) if row.expires_at else None,
+        key=key,
+    )
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _token_out(issued: IssuedTokens) -> TokenOut:

@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 
 from strongroom.api.services import Services
 from strongroom.auth import AccessClaims
+from strongroom.auth.api_keys import is_api_key
 from strongroom.auth.scopes import (
     ADMIN,
     FILES_READ,
@@ -80,6 +81,8 @@ async def current_session(
     account, its password), which any valid token of the account may use.
     """
     token = bearer_token(request.headers.getlist("authorization"))
+    if is_api_key(token):
+        raise InvalidTokenError("an API key cannot do this; use a login's token")
     user, claims = services.authenticate_claims(token)
     request.state.user_id = user.id
     return user, claims
@@ -90,7 +93,7 @@ def authorize_header(services: Services, values: list[str], scope: str) -> User:
 
     Raises as `bearer_token` and `Services.authorize`.
     """
-    return services.authorize(bearer_token(values), scope)[0]
+    return services.authorize(bearer_token(values), scope)
 
 
 def bearer_token(values: list[str]) -> str:

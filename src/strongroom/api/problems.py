@@ -50,6 +50,8 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.SpaceNotFoundError: (404, "space_not_found"),
     errors.UserExistsError: (409, "user_exists"),
     errors.UserNotFoundError: (404, "user_not_found"),
+    errors.ApiKeyNotFoundError: (404, "api_key_not_found"),
+    errors.TooManyApiKeysError: (409, "too_many_api_keys"),
     errors.PasswordPolicyError: (400, "password_policy"),
     errors.InvalidTokenError: (401, "invalid_token"),
     errors.InvalidGrantError: (400, "invalid_grant"),

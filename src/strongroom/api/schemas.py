@@ -11,6 +11,8 @@ from strongroom.config import USER_NAME_PATTERN
 from strongroom.storage.spaces import FileMeta
 
 __all__ = [
+    "ApiKeyIn",
+    "ApiKeyOut",
     "AccountOut",
     "PasswordChangeIn",
     "UserIn",
@@ -51,6 +53,27 @@ class PasswordChangeIn(BaseModel):
 
     current_password: str = Field(max_length=1024)
     new_password: str = Field(max_length=1024)
+
+
+class ApiKeyIn(BaseModel):
+    """A new API key: a name, its scopes, and optionally its lifetime in days."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+    scope: str = Field(max_length=128, description="space-separated scopes")
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class ApiKeyOut(BaseModel):
+    """An API key as listed; `key` is present only in the answer that made it."""
+
+    id: str
+    name: str
+    scope: str
+    created: str
+    expires_at: str | None
+    key: str | None = None
 
 
 class UserOut(BaseModel):

@@ -12,6 +12,12 @@ from strongroom.auth import (
     TokenAuthority,
     load_key_set,
 )
+from strongroom.auth.api_keys import (
+    digests_match,
+    is_api_key,
+    new_api_key,
+    split_api_key,
+)
 from strongroom.auth.refresh import hash_refresh_token, new_refresh_token
 from strongroom.auth.scopes import ROLE_SCOPES, format_scopes, parse_scopes
 from strongroom.auth.throttle import LoginThrottle
@@ -23,9 +29,11 @@ from strongroom.errors import (
     InvalidScopeError,
     InvalidTokenError,
     PermissionDeniedError,
+    TooManyApiKeysError,
     TooManyRequestsError,
 )
 from strongroom.storage import MetadataStore, User, open_metadata_store
+from strongroom.storage.api_keys import MAX_KEYS_PER_USER, ApiKey
 from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
 from strongroom.storage.home import HomeSpace
 from strongroom.storage.registry import SpaceRegistry, UserLike, open_directory_spaces
@@ -239,18 +247,71 @@ class Services:
             raise InvalidTokenError("access token refused: it was revoked")
         return user, claims
 
-    def authorize(self, token: str, scope: str) -> tuple[User, AccessClaims]:
-        """Return the user and claims of a bearer token that holds `scope`.
+    def authorize(self, token: str, scope: str) -> User:
+        """Return the user of a bearer token or API key that holds `scope`.
 
         Raises:
-            InvalidTokenError: as `authenticate`.
+            InvalidTokenError: as `authenticate`, or an API key that is unknown,
+                revoked, expired, or older than its account's last revocation.
             InsufficientScopeError: the token is valid but lacks `scope`, or
                 `scope` is admin and the user is no longer an admin.
         """
-        user, claims = self.authenticate_claims(token)
-        if scope not in claims.scopes or scope not in ROLE_SCOPES[user.role]:
+        if is_api_key(token):
+            user, scopes = self._check_api_key(token)
+        else:
+            user, claims = self.authenticate_claims(token)
+            scopes = claims.scopes
+        if scope not in scopes or scope not in ROLE_SCOPES[user.role]:
             raise InsufficientScopeError(scope)
-        return user, claims
+        return user
+
+    def create_api_key(
+        self,
+        user: User,
+        claims: AccessClaims,
+        name: str,
+        scope: str,
+        expires_at: datetime | None,
+    ) -> tuple[str, ApiKey]:
+        """Make a key for the session's user; return the key (shown once) and row.
+
+        Raises:
+            InvalidScopeError: `scope` is malformed, or asks for more than the
+                session's own scopes.
+            TooManyApiKeysError: the account holds too many keys already.
+        """
+        scopes = parse_scopes(scope)
+        if not scopes <= claims.scopes:
+            missing = format_scopes(scopes - claims.scopes)
+            raise InvalidScopeError(
+                f"a key cannot have scopes this login lacks: {missing!r}"
+            )
+        key, key_id, digest = new_api_key()
+        row = self.meta.api_keys.add(
+            user.id, key_id, digest, name=name, scope=format_scopes(scopes),
+            expires_at=expires_at,
+        )
+        if row is None:
+            raise TooManyApiKeysError(
+                f"an account holds at most {MAX_KEYS_PER_USER} keys; revoke one"
+            )
+        log.info("api_key_created", extra={"user_id": user.id, "key_id": key_id})
+        return key, row
+
+    def _check_api_key(self, value: str) -> tuple[User, frozenset[str]]:
+        parts = split_api_key(value)
+        found = self.meta.api_keys.lookup(parts[0]) if parts else None
+        if parts is None or found is None:
+            raise InvalidTokenError("API key refused: unknown key")
+        key, user = found
+        if not digests_match(key.secret_hash, parts[1]):
+            raise InvalidTokenError("API key refused: unknown key")
+        now = datetime.now(UTC)
+        if key.revoked or (key.expires_at is not None and key.expires_at <= now):
+            raise InvalidTokenError("API key refused: revoked or expired")
+        if not user.active or key.created < user.tokens_valid_after:
+            raise InvalidTokenError("API key refused: it was revoked")
+        return user, parse_scopes(key.scope)
 
     def _issue(
         self,

@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "api_keys",
     "dirs",
     "files",
     "login_failures",
@@ -159,6 +160,22 @@ refresh_tokens = Table(
     Column("idle_expires_at", _UTCDateTime, nullable=False),
     Column("used", Boolean, nullable=False),
     Index("refresh_tokens_session", "session_id"),
+)
+
+# API keys for scripts: the SHA-256 of the secret only, the scopes granted, and
+# the key's own end. A key created before its user's `tokens_valid_after` is dead.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scope", String(128), nullable=False),
+    Column("created", _UTCDateTime, nullable=False),
+    Column("expires_at", _UTCDateTime, nullable=True),
+    Column("revoked", Boolean, nullable=False),
+    Index("api_keys_user", "user_id"),
 )
 
 # Recent failed logins per throttle key (a SHA-256 of the user name or client

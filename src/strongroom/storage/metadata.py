@@ -57,6 +57,7 @@ from strongroom.storage._engine import (
     read_options,
 )
 from strongroom.storage._schema import dirs, files, metadata, sessions, users
+from strongroom.storage.api_keys import ApiKeyStore
 from strongroom.storage.failures import DatabaseFailureCounts
 from strongroom.storage.records import (
     ChildPage,
@@ -117,6 +118,7 @@ class MetadataStore:
         self._user_by_id = _UserLookup(self._read_engine)
         self.sessions = SessionStore(engine, self._now)
         self.login_failures = DatabaseFailureCounts(engine)
+        self.api_keys = ApiKeyStore(engine, self._now)
 
     def create_tables(self) -> None:
         """Create the tables and indexes that do not exist yet."""
