@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # `make serve` uses strongroom.toml when it exists; CONFIG=FILE names another.
 CONFIG ?= $(wildcard strongroom.toml)
+# The web page's tests drive Debian's chromium (never a browser Playwright
+# downloads); `make test` installs it once when it is missing.
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: serve test lint bench clean
 
@@ -24,7 +27,13 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 serve: $(STAMP)
 	$(BIN)/strongroom $(if $(CONFIG),--config $(CONFIG)) serve
 
-test: $(TEST_STAMP)
+$(CHROMIUM):
+	@echo "installing chromium for the browser tests (apt-get, once)"
+	@(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-dejavu-core) >/dev/null 2>&1 \
+	  || echo "chromium could not be installed: browser tests skip (and fail under CI)"
+
+test: $(TEST_STAMP) | $(CHROMIUM)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
 

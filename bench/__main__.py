@@ -28,10 +28,12 @@ from bench._load import has_wrk
 from bench._report import format_bytes, load_note, machine_info, write_results
 from bench._stage import Stage
 from bench.containment import run_containment
+from bench.imports import ImportsPlan, run_imports
 from bench.large import LargePlan, run_large
 from bench.serving import ServingPlan, run_serving
+from bench.tokens import run_tokens
 
-PARTS = ("containment", "serving", "large")
+PARTS = ("containment", "tokens", "serving", "large", "imports")
 
 
 @dataclass(frozen=True)
@@ -41,32 +43,47 @@ class Profile:
     name: str
     containment_rounds: int
     containment_iterations: int
+    tokens_rounds: int
+    tokens_iterations: int
     serving_rounds: int
     serving_seconds: float
     serving_warmup_seconds: float
     large_size_bytes: int
     large_rounds: int
+    imports_members: int
+    imports_size_bytes: int
+    imports_rounds: int
 
 
 FULL = Profile(
     name="full",
     containment_rounds=9,
     containment_iterations=20_000,
+    tokens_rounds=9,
+    tokens_iterations=1_000,
     serving_rounds=3,
     serving_seconds=10.0,
     serving_warmup_seconds=2.0,
     large_size_bytes=1024**3,
     large_rounds=3,
+    imports_members=10_000,
+    imports_size_bytes=1024**3,
+    imports_rounds=3,
 )
 QUICK = Profile(
     name="quick",
     containment_rounds=5,
     containment_iterations=3_000,
+    tokens_rounds=5,
+    tokens_iterations=300,
     serving_rounds=2,
     serving_seconds=3.0,
     serving_warmup_seconds=1.0,
     large_size_bytes=64 * 1024**2,
     large_rounds=2,
+    imports_members=1_000,
+    imports_size_bytes=64 * 1024**2,
+    imports_rounds=2,
 )
 
 
@@ -116,6 +133,16 @@ def _run_parts(
         results["containment"] = run_containment(
             profile.containment_rounds, profile.containment_iterations
         ) | {"load_average_before": load}
+    if "tokens" in parts:
+        load = _check_load()
+        results["tokens"] = run_tokens(
+            profile.tokens_rounds, profile.tokens_iterations
+        ) | {"load_average_before": load}
+    if "imports" in parts:
+        imports = ImportsPlan(profile.imports_members, profile.imports_size_bytes,
+                              profile.imports_rounds)
+        load = _check_load()
+        results["imports"] = run_imports(imports) | {"load_average_before": load}
     if "serving" not in parts and "large" not in parts:
         return
     with contextlib.ExitStack() as stack:
@@ -149,7 +176,8 @@ def _check_load() -> float:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Strongroom's benchmark: containment, serving, large transfers.",
+        description="Strongroom's benchmark: containment, token checks, serving, "
+        "large transfers.",
     )
     parser.add_argument("--quick", action="store_true",
                         help="short smoke profile (well under a minute)")
@@ -178,7 +206,8 @@ def _profile(args: argparse.Namespace) -> Profile:
         if args.rounds < 1:
             raise SystemExit("--rounds must be at least 1")
         profile = replace(profile, containment_rounds=args.rounds,
-                          serving_rounds=args.rounds, large_rounds=args.rounds)
+                          tokens_rounds=args.rounds, serving_rounds=args.rounds,
+                          large_rounds=args.rounds, imports_rounds=args.rounds)
     if args.seconds is not None:
         profile = replace(profile, serving_seconds=args.seconds)
     if args.large_size is not None:
@@ -228,6 +257,9 @@ def _print_header(
     print(f"source: {machine['source']}")
     if "large" in parts:
         print(f"large transfer size: {format_bytes(profile.large_size_bytes)}")
+    if "imports" in parts:
+        print(f"import archives: {profile.imports_members:,} members, and one "
+              f"member of {format_bytes(profile.imports_size_bytes)}")
 
 
 def _print_targets(results: dict[str, object]) -> None:

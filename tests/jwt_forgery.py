@@ -3,8 +3,8 @@
 Shared by the token-layer tests (tests/auth/test_jwt_attacks.py) and the HTTP ones
 (tests/api/test_jwt_attacks_api.py). `VARIANTS` maps each case id to named
 builders; a builder takes a `Ctx` (a valid token and its key) and returns one
-hostile token that must be refused. `SKIPPED` names the cases that need parts of
-the product not built yet, `OVER_HTTP` the cases only a server can answer.
+hostile token that must be refused. `OVER_HTTP` names the cases only a server
+can answer.
 """
 
 from __future__ import annotations
@@ -30,19 +30,13 @@ SECRET = bytes(range(3, 67))
 OLD_SECRET = bytes(range(7, 71))
 RETIRED_SECRET = bytes(range(11, 75))
 TTL = 900
-SHARES_NOT_BUILT = "issue 4 (share links not built yet)"
 
-# Cases whose whole subject is not built yet, with the missing part named.
-SKIPPED = {
-    "SHR-02": SHARES_NOT_BUILT,
-    "SHR-03": SHARES_NOT_BUILT,
-    "SHR-05": SHARES_NOT_BUILT,
-}
-# Cases about HTTP itself (headers, routes, users, login), in tests/api.
+# Cases about HTTP itself (headers, routes, users, login, share links), in
+# tests/api; the share-link ones (SHR-*) in tests/api/test_shares_tokens.py.
 OVER_HTTP = {
     "TRN-01", "TRN-03", "TRN-04", "KID-03", "CLM-07", "LIF-01", "LIF-02", "LIF-04",
     "TOK-01", "TOK-02", "TOK-04", "TOK-05", "ENC-01", "ENC-02", "ENC-04",
-    "REF-01", "REF-02", "REF-04", "REF-05",
+    "REF-01", "REF-02", "REF-04", "REF-05", "SHR-02", "SHR-03", "SHR-05",
 }
 
 

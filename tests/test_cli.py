@@ -25,6 +25,7 @@ import pytest
 
 from strongroom.auth.keys import ROTATED_DIR_NAME, load_key_set
 from strongroom.auth.passwords import PasswordHasher
+from strongroom.auth.throttle import FREE_FAILURES
 from strongroom.cli import main
 from strongroom.storage import open_metadata_store
 from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
@@ -218,9 +219,10 @@ def start_session(data_dir: Path, name: str) -> tuple[int, str]:
         user = store.get_user_by_name(name)
         assert user is not None
         sid = store.sessions.start(
-            user.id, "0" * 64, scope="files:read", absolute_seconds=60,
+            user, "0" * 64, scope="files:read", absolute_seconds=60,
             idle_seconds=60,
         )
+        assert sid is not None
         return user.id, sid
     finally:
         store.close()
@@ -595,6 +597,36 @@ def test_first_serve_creates_an_admin_and_prints_the_password_once(
     assert login.status_code == 200 and login.json()["token_type"] == "bearer"
     assert "Created the first user, 'admin'" not in second.stdout
     assert match.group(1) not in second.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("api_available")
+@pytest.mark.parametrize("trusted", [False, True], ids=["no-proxy", "proxy"])
+def test_serve_believes_x_forwarded_for_only_from_trusted_proxies(
+    config_file: Path, trusted: bool
+) -> None:
+    """A local client must not pick the address the login throttle counts."""
+    if trusted:
+        config_file.write_text(
+            'trusted_proxies = ["127.0.0.1"]\n' + config_file.read_text())
+    server = ServeProcess(config_file, free_port())
+    try:
+        server.wait_until_healthy()
+        statuses = [
+            httpx.post(
+                server.url("/api/v1/token"),
+                data={"username": f"nobody{n}", "password": "wrong-password"},
+                headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                timeout=30,
+            ).status_code
+            for n in range(FREE_FAILURES + 2)
+        ]
+    finally:
+        server.stop()
+
+    # Untrusted: every attempt is 127.0.0.1's, and the address is throttled.
+    # Trusted: each attempt is a different client, none throttled.
+    assert (429 in statuses) is not trusted, statuses
 
 
 def test_keys_rotate_makes_a_new_signing_key_and_keeps_the_old_one(

@@ -191,6 +191,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=settings.port,
         log_config=None,  # our handler, our format, our redaction
         access_log=False,  # the app logs one line per request itself
+        # Believe X-Forwarded-For only from configured proxies: uvicorn's
+        # default trusts any local peer, which lets a local client choose the
+        # address the login throttle counts.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
     return EXIT_OK
 
@@ -316,7 +321,10 @@ def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
             "token_verify_key_files"
         )
     # A rotated-out key must verify every token it signed until that expires.
-    keep_seconds = settings.token_ttl_seconds + settings.token_leeway_seconds
+    # Share links are signed with keys derived from the same set and live far
+    # longer than access tokens, so the longer of the two lifetimes counts.
+    longest = max(settings.token_ttl_seconds, settings.share_max_ttl_seconds)
+    keep_seconds = longest + settings.token_leeway_seconds
     done = rotate_default_key(
         settings.token_algorithm, settings.data_dir, keep_seconds, time.time()
     )

@@ -20,9 +20,13 @@ Every key, with its default:
     token_leeway_seconds = 0               # clock skew allowed, 0-10
     refresh_ttl_seconds = 2592000          # a login's absolute end (30 days)
     refresh_idle_seconds = 604800          # a refresh token unused this long dies
+    share_max_ttl_seconds = 2592000        # the longest a share link may live
     max_upload_bytes = 10737418240
+    upload_expiry_seconds = 86400          # an unfinished resumable upload's life
     host = "127.0.0.1"
     port = 8000
+    trusted_proxies = []                   # proxy addresses whose X-Forwarded-For
+                                           # names the client (default: none)
     log_format = "text"                    # text | json
     resolver = "auto"                      # auto | openat2 | walk (forces fallback)
 
@@ -40,6 +44,7 @@ Nothing here reads the environment at import time; `load_settings` does, once.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -108,6 +113,10 @@ _ROLE_ENTRIES = ("role:admin", "role:user")
 MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600
 # A login (refresh-token family) lasts at most a year, whatever the idle time.
 MAX_REFRESH_TTL_SECONDS = 365 * 24 * 3600
+# A share link lives at most a year; the setting's default is 30 days.
+MAX_SHARE_TTL_SECONDS = 365 * 24 * 3600
+# An unfinished resumable upload is kept at most 30 days after its last bytes.
+MAX_UPLOAD_EXPIRY_SECONDS = 30 * 24 * 3600
 # Clock skew allowed when checking token times; issue #3 caps it at 10 s.
 MAX_TOKEN_LEEWAY_SECONDS = 10
 
@@ -194,12 +203,29 @@ class Settings(BaseSettings):
     refresh_idle_seconds: _Int = Field(
         default=7 * 24 * 3600, ge=60, le=MAX_REFRESH_TTL_SECONDS
     )
+    share_max_ttl_seconds: _Int = Field(
+        default=30 * 24 * 3600, ge=60, le=MAX_SHARE_TTL_SECONDS
+    )
     max_upload_bytes: _Int = Field(default=10 * 1024**3, ge=1)
+    upload_expiry_seconds: _Int = Field(
+        default=24 * 3600, ge=60, le=MAX_UPLOAD_EXPIRY_SECONDS
+    )
     host: str = Field(default="127.0.0.1", min_length=1)
     port: _Int = Field(default=8000, ge=1, le=65535)
+    # Addresses or networks of reverse proxies in front of `serve`. Only their
+    # X-Forwarded-For is believed; with none, the client address is the peer's,
+    # so nobody can pick the address the login throttle counts.
+    trusted_proxies: tuple[str, ...] = ()
     log_format: LogFormat = "text"
     resolver: Resolver = "auto"
     spaces: tuple[SpaceConfig, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names it
+        return value
 
     @field_validator("data_dir")
     @classmethod
@@ -375,12 +401,15 @@ _ACCEPTED_BY_KEY = {
     "data_dir": "use a folder path",
     "token_ttl_seconds": f"use a whole number of seconds, 1 to {MAX_TOKEN_TTL_SECONDS}",
     "max_upload_bytes": "use a whole number of bytes, at least 1",
+    "upload_expiry_seconds": f"use whole seconds, 60 to {MAX_UPLOAD_EXPIRY_SECONDS}",
     "token_leeway_seconds": "use a whole number of seconds, 0 to 10",
     "refresh_ttl_seconds": f"use whole seconds, 60 to {MAX_REFRESH_TTL_SECONDS}",
     "refresh_idle_seconds": f"use whole seconds, 60 to {MAX_REFRESH_TTL_SECONDS}",
+    "share_max_ttl_seconds": f"use whole seconds, 60 to {MAX_SHARE_TTL_SECONDS}",
     "token_key_file": "use a key file path",
     "token_verify_key_files": "use a list of key file paths",
     "host": "use a host name or IP address",
+    "trusted_proxies": "use a list of IP addresses or networks ('10.0.0.0/8')",
     "port": "use a whole number from 1 to 65535",
     "path": "use a folder path",
     "users": "use a list of user names, 'role:admin', 'role:user' or '*'",

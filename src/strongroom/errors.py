@@ -22,7 +22,8 @@ nothing else maps errors to status codes.
     │   └── ResolveRetryError      the kernel kept reporting a race (403)
     ├── SpaceNotFoundError         no such space for this user (404)
     ├── AuthError                  missing, bad or expired credentials (401)
-    │   └── InvalidTokenError      a bearer token was sent and refused (401)
+    │   ├── InvalidTokenError      a bearer token was sent and refused (401)
+    │   └── SharePasswordError     a share link's password is missing or wrong (401)
     ├── PermissionDeniedError      authenticated, but not allowed (403)
     ├── StorageError               the metadata or blob store failed (500)
     ├── UserError                  a user account operation was refused
@@ -32,9 +33,24 @@ nothing else maps errors to status codes.
     ├── IncompleteUploadError      the client left before the body ended (400)
     ├── PreconditionFailedError    a conditional request's condition is false (412)
     ├── LimitExceededError         a size limit was crossed (413)
-    │   └── ArchiveLimitError      an archive crossed an unpacking limit (413)
+    │   ├── ArchiveLimitError      an archive crossed an unpacking limit (413)
+    │   └── UploadQuotaError       a user's unfinished uploads are at their bound (413)
     ├── UnreadableArchiveError     not a tar or zip we read, or corrupt (422)
     ├── TooManyRequestsError       too many failed logins; wait (429)
+    ├── ShareError                 a share link or a request about one was refused
+    │   ├── ShareNotFoundError     no such share link: malformed or forged (404)
+    │   ├── ShareGoneError         the link ended: expired, revoked, used up, or
+    │   │                          its target is gone or replaced (410)
+    │   └── InvalidShareError      a new share asks for what is not allowed (422)
+    ├── UploadError                a resumable (tus) upload request was refused
+    │   ├── InvalidUploadError     a tus header is missing or malformed (400)
+    │   ├── UploadNotFoundError    no such upload for this user (404)
+    │   ├── UploadOffsetError      Upload-Offset is not where the upload stands (409)
+    │   ├── UploadGoneError        the upload expired or lost its staged bytes (410)
+    │   ├── TusVersionError        Tus-Resumable is missing or not 1.0.0 (412)
+    │   ├── UnsupportedMediaError  a PATCH body that is not offset+octet-stream (415)
+    │   ├── UploadLockedError      another request is writing the upload (423)
+    │   └── ChecksumMismatchError  a chunk or the whole file failed its checksum (460)
     └── ConfigError                a setting is wrong; start-up stops
 """
 
@@ -45,6 +61,7 @@ __all__ = [
     "DamagedContentError",
     "AccessDeniedError",
     "ArchiveLimitError",
+    "ChecksumMismatchError",
     "AuthError",
     "ConfigError",
     "CrossDeviceError",
@@ -54,8 +71,11 @@ __all__ = [
     "InvalidGrantError",
     "InsufficientScopeError",
     "InvalidPathError",
+    "LastAdminError",
+    "InvalidRequestError",
     "InvalidScopeError",
     "InvalidTokenError",
+    "InvalidUploadError",
     "IsADirectoryPathError",
     "LimitExceededError",
     "NotADirectoryPathError",
@@ -68,13 +88,26 @@ __all__ = [
     "PermissionDeniedError",
     "PreconditionFailedError",
     "ResolveRetryError",
+    "ShareError",
+    "ShareGoneError",
+    "ShareNotFoundError",
+    "SharePasswordError",
+    "InvalidShareError",
     "SpaceNotFoundError",
     "StorageError",
     "StrongroomError",
     "SymlinkRefusedError",
     "TooManyApiKeysError",
     "TooManyRequestsError",
+    "TusVersionError",
     "UnreadableArchiveError",
+    "UnsupportedMediaError",
+    "UploadError",
+    "UploadGoneError",
+    "UploadLockedError",
+    "UploadNotFoundError",
+    "UploadOffsetError",
+    "UploadQuotaError",
     "UserError",
     "UserExistsError",
     "UserNotFoundError",
@@ -176,6 +209,13 @@ class InvalidTokenError(AuthError):
     """
 
 
+class InvalidRequestError(AuthError):
+    """A token request is malformed: a parameter repeated or empty.
+
+    The API answers 400 `invalid_request` (RFC 6749, sections 3.1 and 5.2).
+    """
+
+
 class InvalidGrantError(AuthError):
     """A refresh token was refused: unknown, used, expired, or its session revoked.
 
@@ -230,6 +270,10 @@ class TooManyApiKeysError(UserError):
     """The account already holds the most API keys allowed; revoke one first."""
 
 
+class LastAdminError(UserError):
+    """The change would leave no active admin; only the CLI could undo it."""
+
+
 class PasswordPolicyError(UserError):
     """A new password is empty, too short or longer than the hashing cap."""
 
@@ -264,3 +308,82 @@ class ArchiveLimitError(LimitExceededError):
 
 class UnreadableArchiveError(StrongroomError):
     """An upload is not a tar or zip archive this service reads, or is corrupt."""
+
+
+class SharePasswordError(AuthError):
+    """A password-protected share link came without its password, or a wrong one.
+
+    The API answers 401 with `WWW-Authenticate: Basic realm="share"`, so that a
+    browser asks for the password (RFC 7617); it never travels in the URL.
+    """
+
+
+class ShareError(StrongroomError):
+    """A share link, or a request to create or manage one, was refused."""
+
+
+class ShareNotFoundError(ShareError):
+    """No share link by that token or id: malformed, forged, or another user's.
+
+    Its message is the same whatever the cause, so it tells nothing about why.
+    """
+
+
+class ShareGoneError(ShareError):
+    """A real share link that has ended.
+
+    Expired, revoked, used up, or its target deleted or replaced: one message
+    for every cause, so the answer tells a link holder nothing more.
+    """
+
+
+class InvalidShareError(ShareError):
+    """A new share asks for a lifetime or a download limit that is not allowed."""
+
+
+class UploadQuotaError(LimitExceededError):
+    """A new upload would pass the user's bound on unfinished uploads.
+
+    The bound is on their number and on the bytes they reserve (their declared
+    lengths added up); finishing or terminating one frees its share.
+    """
+
+
+class UploadError(StrongroomError):
+    """A resumable (tus 1.0) upload request was refused."""
+
+
+class InvalidUploadError(UploadError):
+    """A tus header is missing or malformed (Upload-Length, Upload-Metadata...)."""
+
+
+class UploadNotFoundError(UploadError):
+    """No upload has that id for this user; another user's upload looks the same."""
+
+
+class UploadOffsetError(UploadError):
+    """A PATCH names an Upload-Offset other than the bytes the upload holds."""
+
+
+class UploadGoneError(UploadError):
+    """The upload expired, or its staged bytes are gone; the client starts again."""
+
+
+class TusVersionError(UploadError):
+    """The request's Tus-Resumable header is missing or names another version."""
+
+
+class UnsupportedMediaError(UploadError):
+    """A body whose Content-Type is not `application/offset+octet-stream`."""
+
+
+class UploadLockedError(UploadError):
+    """Another request is writing this upload at the moment; try again later."""
+
+
+class ChecksumMismatchError(UploadError):
+    """A chunk's Upload-Checksum, or the whole file's SHA-256, did not match.
+
+    The chunk is discarded (the upload stays where it was); a whole file that
+    fails its checksum is discarded with its upload.
+    """

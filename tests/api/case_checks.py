@@ -17,6 +17,7 @@ its own database, secret and blob files may appear).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -64,11 +65,15 @@ _WORLD_PREFIXES = (
 
 @dataclass
 class Judged:
-    """The context one answer is judged in."""
+    """The context one answer is judged in.
+
+    An `advisory` answer is judged only on what must never happen (`must_not`
+    and the global rules), not on its status or its `must` items.
+    """
 
     method: str
     path: str
-    issue_4: bool
+    advisory: bool
     file_sizes: Mapping[str, int]
     previous: Reply | None = None
     violations: list[str] = field(default_factory=list)
@@ -206,7 +211,7 @@ class World:
 def judge_reply(reply: Reply, expect: Mapping[str, Any], judged: Judged) -> None:
     """Add to `judged.violations` everything `reply` breaks in `expect`."""
     add = judged.violations.append
-    if not judged.issue_4 and reply.status not in expect["status"]:
+    if not judged.advisory and reply.status not in expect["status"]:
         add(f"status {reply.status} is not one of {expect['status']}")
     if 500 <= reply.status < 600:
         add(f"5xx: got {reply.status}")
@@ -216,7 +221,7 @@ def judge_reply(reply: Reply, expect: Mapping[str, Any], judged: Judged) -> None
     for item in expect.get("must_not", []):
         if not item.startswith(_WORLD_PREFIXES) and _breaks(item, reply, judged):
             add(f"must_not: {item}")
-    if 200 <= reply.status < 300 and not judged.issue_4:
+    if 200 <= reply.status < 300 and not judged.advisory:
         for item in expect.get("must", []):
             if not _holds(item, reply):
                 add(f"must: {item}")
@@ -283,7 +288,8 @@ def _breaks(item: str, reply: Reply, judged: Judged) -> bool:
          lambda name: _effective_name(reply) == name),
         ("inline active content", lambda _: _is_inline_active(reply)),
         ("response differs from wrong-password response",
-         lambda _: judged.previous is None or _differs(reply, judged.previous)),
+         lambda _: judged.previous is not None
+         and _differs_from_wrong_password(reply, judged.previous)),
     ]
     for prefix, check in checks:
         if item.startswith(prefix):
@@ -386,6 +392,24 @@ def _effective_name(reply: Reply) -> str | None:
 
 def _differs(reply: Reply, previous: Reply) -> bool:
     return (reply.status, reply.body) != (previous.status, previous.body)
+
+
+# The answer to a wrong password for a known, unthrottled name.
+_WRONG_PASSWORD = (401, "wrong user name or password")
+
+
+def _differs_from_wrong_password(reply: Reply, previous: Reply) -> bool:
+    # The throttle counts per name and address: after a burst at one known name,
+    # that name waits (429) while an unknown name from the same address does not
+    # yet. That tells which name was hammered, not which names exist, so an
+    # unknown name is then compared with the unthrottled wrong-password answer:
+    # same status, same body, as a known name gets.
+    if previous.status != 429:
+        return _differs(reply, previous)
+    if reply.status == 429:
+        return False
+    body = json.loads(reply.body) if reply.body.startswith(b"{") else {}
+    return (reply.status, body.get("detail")) != _WRONG_PASSWORD
 
 
 def _file_path(raw_path: str) -> str:

@@ -11,12 +11,16 @@ The `home` variant sends the same request shapes to alice's database-mapped home
 (the README asks for it): "/spaces/lab/" becomes "/spaces/home/", the setup files
 are uploaded through the API, and links are left out because home has none.
 
-Share links (/s/...) come with issue 4. Their requests are still sent and every
-`must_not` item and global rule still holds for them; only their status and
-`must` items wait for issue 4. Until shares exist, a `{SHARE...}` placeholder
-becomes a stand-in token that names the share. Archive import is built and its
-requests count fully, in `lab` and in `home`; a case's `setup.config` (import
-limits, B38) has no setting to go to: the limits are module constants for now.
+Share links (/s/...) are judged like every other request, in `lab` and in
+`home`: the case's `setup.shares` are made by alice through the API, in the
+variant's space, when a request first names one (so a share with
+`create_after_request` exists only once that request has been sent).
+`{SHARE_FORGED_PATH:name:path}` has no path to change in our tokens, which name a
+share row: it becomes the token of `name` pointed at a second share of `path`,
+with `name`'s signature kept. `{SHARE_EXPIRED:name}` is signed with the server's
+own share key for the same share, an hour past its end. Archive import counts
+fully too; a case's `setup.config` (import limits, B38) has no setting to go to:
+the limits are module constants for now.
 
 The archive cases (tests/data/archive-cases.json) share this layout and these
 rules; `load_cases` reads either file.
@@ -29,7 +33,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ import forged_tokens
 from case_bodies import build_body
 from case_checks import Judged, SpaceProbe, World, judge_reply, judge_world
 from live_server import API, LiveServer, Reply
+from share_links import claims_of, forge, new_link, with_claims
 
 __all__ = [
     "ARCHIVE_CASES_FILE",
@@ -47,8 +53,7 @@ __all__ = [
     "Placeholders",
     "has_home_shape",
     "is_import",
-    "is_issue_4",
-    "is_issue_4_only",
+    "is_share_link",
     "lay_out",
     "load_cases",
     "run_case",
@@ -75,7 +80,6 @@ class Outcome:
     label: str
     status: int
     body: bytes
-    issue_4: bool
     violations: list[str] = field(default_factory=list)
 
     def report(self) -> str:
@@ -99,8 +103,8 @@ def load_cases(path: Path = CASES_FILE) -> list[dict[str, Any]]:
     return cases
 
 
-def is_issue_4(request: Mapping[str, Any]) -> bool:
-    """Tell whether a request goes to a share link, which waits for issue 4."""
+def is_share_link(request: Mapping[str, Any]) -> bool:
+    """Tell whether a request goes to a share link."""
     return bool(request["path"].startswith("/s/"))
 
 
@@ -109,20 +113,16 @@ def is_import(request: Mapping[str, Any]) -> bool:
     return bool(_IMPORT_ROUTE.fullmatch(request["path"].split("?", 1)[0]))
 
 
-def is_issue_4_only(case: Mapping[str, Any]) -> bool:
-    """Tell whether every request of a case waits for issue 4."""
-    return all(is_issue_4(r) for r in case["requests"])
-
-
 def has_home_shape(request: Mapping[str, Any]) -> bool:
-    """Tell whether a request addresses `lab` and so has a `home` twin."""
-    return "/spaces/lab/" in request["path"] and not is_issue_4(request)
+    """Tell whether a request has a `home` twin: it addresses `lab`, or a link
+    (whose share is then made in home)."""
+    return "/spaces/lab/" in request["path"] or is_share_link(request)
 
 
 def run_case(server: LiveServer, case: Mapping[str, Any], variant: str) -> CaseRun:
     """Lay out `case`, send its requests (in `variant` lab or home), judge all."""
     setup = case["setup"]
-    fill = Placeholders(server)
+    fill = Placeholders(server, setup.get("shares", []), variant)
     lay_out(server, setup, fill)
     if variant == "home":
         seed_home(server, setup)
@@ -181,9 +181,17 @@ def seed_home(server: LiveServer, setup: Mapping[str, Any]) -> None:
 class Placeholders:
     """Values for {TOKEN}, {OUTSIDE_ABS...}, {JWT_*}, {SHARE*}, {RANGES_*}, {A*n}."""
 
-    def __init__(self, server: LiveServer) -> None:
+    def __init__(
+        self,
+        server: LiveServer,
+        shares: Sequence[Mapping[str, Any]] = (),
+        variant: str = "lab",
+    ) -> None:
         self.server = server
         self.secret = forged_tokens.server_secret(server.data_dir)
+        self.share_paths = {share["name"]: share["path"] for share in shares}
+        self.space = "home" if variant == "home" else "lab"
+        self.links: dict[str, str] = {}
         outside = str(server.parent / "outside")
         self.fixed = {
             "TOKEN": server.tokens["alice"],
@@ -205,14 +213,38 @@ class Placeholders:
             return "A" * int(name[2:])
         kind, _, arg = name.partition(":")
         if kind.startswith("SHARE"):
-            # Issue 4 brings share links; until then a recognisable stand-in.
-            return f"issue4-{kind.lower()}-{arg.split(':')[0]}"
+            return self._share(kind, *arg.split(":", 1))
         if kind.startswith("RANGES_"):
             count = int(arg)
             parts = (f"{2 * i}-{2 * i}" if kind == "RANGES_DISJOINT" else "0-"
                      for i in range(count))
             return "bytes=" + ",".join(parts)
         return self._jwt(kind, arg.split(":"))
+
+    def _share(self, kind: str, name: str, forged_path: str = "") -> str:
+        token = self._link(name).removeprefix("/s/")
+        if kind == "SHARE":
+            return token
+        if kind == "SHARE_TAMPERED":
+            head, _, signature = token.rpartition(".")
+            return f"{head}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}"
+        if kind == "SHARE_FORGED_PATH":
+            other = claims_of(self._link(f"{name}->{forged_path}", forged_path))
+            return with_claims(f"/s/{token}", shr=other["shr"]).removeprefix("/s/")
+        if kind == "SHARE_EXPIRED":
+            now = int(time.time())
+            claims = {**claims_of(f"/s/{token}"), "iat": now - 7200,
+                      "exp": now - 3600}
+            return forge(self.server, claims).removeprefix("/s/")
+        raise KeyError(f"unknown placeholder {kind!r}")
+
+    def _link(self, name: str, rel_path: str | None = None) -> str:
+        # Made on first use, so a share is created only once the requests
+        # before its `create_after_request` point have been sent.
+        if name not in self.links:
+            self.links[name] = new_link(
+                self.server, self.space, rel_path or self.share_paths[name])
+        return self.links[name]
 
     def _jwt(self, kind: str, args: list[str]) -> str:
         token = self.server.tokens[args[0]]
@@ -259,7 +291,7 @@ def _send_and_judge(
         path = path.replace("/spaces/lab/", "/spaces/home/")
     headers = {name: fill(value) for name, value in request["headers"].items()}
     body = build_body(request, fill)
-    judged = Judged(request["method"], path, is_issue_4(request), sizes, previous)
+    judged = Judged(request["method"], path, False, sizes, previous)
     reply = previous
     for _ in range(request.get("repeat", 1)):
         reply = server.request(request["method"], path, headers=headers, body=body,
@@ -269,7 +301,7 @@ def _send_and_judge(
     assert reply is not None
     label = f"{case_id}#{index} [{variant}] {request['method']} {_short(path)}"
     violations = sorted(set(judged.violations), key=judged.violations.index)
-    return Outcome(label, reply.status, reply.body, judged.issue_4, violations), reply
+    return Outcome(label, reply.status, reply.body, violations), reply
 
 
 def _file_bytes(entry: Mapping[str, Any]) -> bytes:

@@ -17,7 +17,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from live_server import API, PROBLEM_JSON, LiveServer, Reply, add_user, files_url
+from live_server import (
+    ALICE_PASSWORD,
+    API,
+    PROBLEM_JSON,
+    LiveServer,
+    Reply,
+    add_user,
+    files_url,
+)
 from sqlalchemy import update
 
 from strongroom.config import load_settings
@@ -46,8 +54,13 @@ def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
 
 
-def make_key(server: LiveServer, token: str, scope: str, **extra: object) -> Reply:
-    body = json.dumps({"name": "backup script", "scope": scope, **extra}).encode()
+def make_key(
+    server: LiveServer, token: str, scope: str, password: str = ALICE_PASSWORD,
+    **extra: object,
+) -> Reply:
+    body = json.dumps(
+        {"name": "backup script", "scope": scope, "password": password, **extra}
+    ).encode()
     return server.request(
         "POST", f"{API}/account/keys", headers={**bearer(token), **JSON},
         body=body, token=None,
@@ -74,7 +87,9 @@ def get(server: LiveServer, path: str, value: str) -> Reply:
 def test_a_read_key_reads_but_cannot_write(server: LiveServer) -> None:
     (server.parent / "lab" / "a.txt").write_text("A")
     name, password = new_user(server)
-    key = key_of(make_key(server, login(server, name, password), "files:read"))
+    key = key_of(
+        make_key(server, login(server, name, password), "files:read", password)
+    )
 
     listing = get(server, f"{API}/spaces", key)
     download = get(server, files_url("lab", "a.txt"), key)
@@ -104,8 +119,8 @@ def test_a_key_cannot_have_more_scopes_than_its_login(server: LiveServer) -> Non
     name, password = new_user(server)
     reader = login(server, name, password, "files:read")
 
-    wider = make_key(server, reader, "files:read files:write")
-    unknown = make_key(server, reader, "files:*")
+    wider = make_key(server, reader, "files:read files:write", password)
+    unknown = make_key(server, reader, "files:*", password)
 
     assert wider.status == 400 and unknown.status == 400
     assert wider.json()["code"] == "invalid_scope"  # type: ignore[index]
@@ -116,7 +131,7 @@ def test_a_listed_key_shows_no_secret_and_a_revoked_one_is_refused(
 ) -> None:
     name, password = new_user(server)
     token = login(server, name, password)
-    made = make_key(server, token, "files:read")
+    made = make_key(server, token, "files:read", password)
     key, key_id = key_of(made), made.json()["id"]  # type: ignore[index]
 
     listed = get(server, f"{API}/account/keys", token).json()
@@ -136,7 +151,7 @@ def test_a_listed_key_shows_no_secret_and_a_revoked_one_is_refused(
 
 def test_another_users_key_cannot_be_revoked(server: LiveServer) -> None:
     name, password = new_user(server)
-    made = make_key(server, login(server, name, password), "files:read")
+    made = make_key(server, login(server, name, password), "files:read", password)
     key_id = made.json()["id"]  # type: ignore[index]
 
     reply = server.request(
@@ -177,6 +192,30 @@ def test_an_altered_key_is_refused(server: LiveServer, change: object) -> None:
     assert reply.header("www-authenticate") == 'Bearer error="invalid_token"'
 
 
+def test_a_key_needs_the_account_password(server: LiveServer) -> None:
+    """A stolen access token alone cannot become a lasting credential."""
+    name, password = new_user(server)
+    token = login(server, name, password)
+
+    wrong = make_key(server, token, "files:read", "not-the-password")
+
+    assert wrong.status == 403 and wrong.header("content-type") == PROBLEM_JSON
+    listed = get(server, f"{API}/account/keys", token).json()
+    assert listed == []
+
+
+def test_a_key_expires_in_90_days_unless_asked_otherwise(server: LiveServer) -> None:
+    made = make_key(server, server.tokens["alice"], "files:read")
+    week = make_key(server, server.tokens["alice"], "files:read", expires_in_days=7)
+
+    def days(reply: Reply) -> float:
+        end = datetime.fromisoformat(reply.json()["expires_at"])  # type: ignore[index]
+        return (end - datetime.now(UTC)) / timedelta(days=1)
+
+    assert 89.9 < days(made) <= 90
+    assert 6.9 < days(week) <= 7
+
+
 def test_an_expired_key_is_refused(server: LiveServer) -> None:
     made = make_key(server, server.tokens["alice"], "files:read", expires_in_days=1)
     key, key_id = key_of(made), made.json()["id"]  # type: ignore[index]
@@ -196,7 +235,9 @@ def test_an_expired_key_is_refused(server: LiveServer) -> None:
 
 def test_revoking_the_accounts_tokens_kills_its_keys(server: LiveServer) -> None:
     name, password = new_user(server)
-    key = key_of(make_key(server, login(server, name, password), "files:read"))
+    key = key_of(
+        make_key(server, login(server, name, password), "files:read", password)
+    )
     assert get(server, f"{API}/spaces", key).status == 200
 
     done = subprocess.run(
@@ -213,9 +254,9 @@ def test_an_account_holds_a_bounded_number_of_keys(server: LiveServer) -> None:
     name, password = new_user(server)
     token = login(server, name, password)
     for _ in range(MAX_KEYS_PER_USER):
-        assert make_key(server, token, "files:read").status == 201
+        assert make_key(server, token, "files:read", password).status == 201
 
-    reply = make_key(server, token, "files:read")
+    reply = make_key(server, token, "files:read", password)
 
     assert reply.status == 409
     assert reply.json()["code"] == "too_many_api_keys"  # type: ignore[index]
@@ -226,10 +267,16 @@ def test_an_account_holds_a_bounded_number_of_keys(server: LiveServer) -> None:
     [{"name": "", "scope": "files:read"}, {"name": "a\nb", "scope": "files:read"},
      {"name": "x" * 65, "scope": "files:read"}, {"scope": "files:read"},
      {"name": "n", "scope": "files:read", "expires_in_days": 0},
-     {"name": "n", "scope": "files:read", "extra": 1}],
-    ids=["empty-name", "newline", "long-name", "no-name", "zero-days", "extra"],
+     {"name": "n", "scope": "files:read", "expires_in_days": None},
+     {"name": "n", "scope": "files:read", "extra": 1},
+     {"name": "n", "scope": "files:read", "password": None}],
+    ids=["empty-name", "newline", "long-name", "no-name", "zero-days",
+         "never-expires", "extra", "no-password"],
 )
 def test_a_bad_key_request_is_a_problem(server: LiveServer, body: dict) -> None:
+    body = {"password": ALICE_PASSWORD, **body}
+    if body["password"] is None:
+        del body["password"]
     reply = server.request(
         "POST", f"{API}/account/keys", body=json.dumps(body).encode(), token=None,
         headers={**bearer(server.tokens["alice"]), **JSON},

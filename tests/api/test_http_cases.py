@@ -12,17 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from http_cases import (
-    CaseRun,
-    has_home_shape,
-    is_issue_4_only,
-    load_cases,
-    run_case,
-)
+from http_cases import CaseRun, has_home_shape, load_cases, run_case
 from live_server import LiveServer
 
 CASES = {case["id"]: case for case in load_cases()}
-ISSUE_4 = "share links arrive with issue 4; must_not items held"
 # Product bugs the cases expose, by (variant, case id, request index); index None
 # marks the final-state test. Each stays strict: a fix turns it into a failure
 # here, and the entry must then go.
@@ -69,16 +62,12 @@ def _check_request(server: LiveServer, variant: str, case_id: str, index: int) -
     outcome = _run(server, variant, case_id).outcomes[index]
 
     assert not outcome.violations, outcome.report()
-    if is_issue_4_only(CASES[case_id]):
-        pytest.skip(ISSUE_4)
 
 
 def _check_final_state(server: LiveServer, variant: str, case_id: str) -> None:
     run = _run(server, variant, case_id)
 
     assert not run.final_violations, "\n".join(run.final_violations)
-    if is_issue_4_only(CASES[case_id]):
-        pytest.skip(ISSUE_4)
 
 
 @pytest.mark.parametrize(("case_id", "index"), _params("lab"))

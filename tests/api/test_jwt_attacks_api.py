@@ -396,3 +396,19 @@ def test_credentials_in_the_query_string_are_refused(
 
     assert reply.status in (400, 405, 415, 422)
     assert b"access_token" not in reply.body
+
+
+@pytest.mark.parametrize(
+    "sub", ["9" * 19, str(2**63), str(2**64), "9" * 18],
+    ids=["19-nines", "2-to-63", "2-to-64", "18-nines"],
+)
+def test_a_signed_token_naming_a_huge_user_id_is_401_never_500(
+    server: LiveServer, sub: str
+) -> None:
+    """Found by an attack session: a 19-digit sub overflowed the database lookup."""
+    secret = forged_tokens.server_secret(server.data_dir)
+    claims = json.loads(unb64(server.tokens["alice"].split(".")[1]))
+    token = forged_tokens.signed({**claims, "sub": sub}, secret)
+
+    for route in [*ROUTES, f"{API}/account"]:
+        assert_refused(send(server, route, f"Bearer {token}"))

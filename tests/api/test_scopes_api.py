@@ -18,11 +18,14 @@ import pytest
 from live_server import (
     ALICE_PASSWORD,
     API,
+    CONFIG,
     PROBLEM_JSON,
+    SPACE_DIRS,
     LiveServer,
     Reply,
     add_user,
     files_url,
+    run_server,
 )
 
 from jwt_forgery import unb64
@@ -407,3 +410,66 @@ def test_the_openapi_page_offers_the_password_flow_on_every_private_route(
         "files:read", "files:write", "shares", "admin"}
     assert undocumented == []
     assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize(
+    ("form", "code"),
+    [("username=alice&password=P&scope=", "invalid_scope"),
+     ("username=bob&username=alice&password=P", "invalid_request"),
+     ("username=alice&password=P&scope=files%3Aread&scope=admin", "invalid_request"),
+     ("username=alice&password=x&password=P", "invalid_request")],
+    ids=["empty-scope", "two-names", "two-scopes", "two-passwords"],
+)
+def test_an_empty_or_repeated_login_parameter_is_refused(
+    server: LiveServer, form: str, code: str
+) -> None:
+    """An empty scope is not every scope; no parameter counts twice."""
+    body = form.replace("P", quote(ALICE_PASSWORD)).encode()
+
+    reply = server.request(
+        "POST", f"{API}/token", body=body, token=None, headers=FORM
+    )
+
+    assert reply.status == 400, reply.body
+    assert reply.json()["code"] == code  # type: ignore[index]
+
+
+def test_a_repeated_refresh_token_parameter_is_refused(server: LiveServer) -> None:
+    first = login(server, "alice", ALICE_PASSWORD, None).json()
+    token = first["refresh_token"]  # type: ignore[index]
+
+    reply = server.request(
+        "POST", f"{API}/token/refresh", token=None, headers=FORM,
+        body=f"refresh_token={token}&refresh_token={token}".encode(),
+    )
+    after = server.request(
+        "POST", f"{API}/token/refresh", token=None, headers=FORM,
+        body=f"refresh_token={token}".encode(),
+    )
+
+    assert reply.status == 400
+    assert reply.json()["code"] == "invalid_request"  # type: ignore[index]
+    assert after.status == 200  # the refused request spent nothing
+
+
+def test_the_last_active_admin_cannot_be_demoted_or_disabled(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """On a server of its own: the shared one has other admins."""
+    parent = tmp_path_factory.mktemp("one-admin")
+    for name in SPACE_DIRS:
+        (parent / name).mkdir()
+    users = [("root", "root-password-1", "admin")]
+    config = CONFIG.format(data_dir=parent / "data")
+    with run_server(parent, config, "openat2", users) as server:
+        admin = {"Authorization": f"Bearer {server.tokens['root']}", **JSON}
+        replies = [
+            server.request("PATCH", f"{API}/admin/users/root", headers=admin,
+                           token=None, body=body)
+            for body in (b'{"role": "user"}', b'{"active": false}')
+        ]
+        still = server.request("GET", f"{API}/admin/users", headers=admin, token=None)
+
+    assert [r.status for r in replies] == [409, 409]
+    assert replies[0].json()["code"] == "last_admin"  # type: ignore[index]
+    assert still.status == 200

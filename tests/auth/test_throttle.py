@@ -80,9 +80,22 @@ def test_a_success_clears_the_user_name() -> None:
     throttle = LoginThrottle(clock=Clock())
     fail(throttle, FREE_FAILURES + 3, client="10.0.0.1")
 
-    throttle.succeeded("alice")
+    throttle.succeeded("alice", "10.0.0.1")
 
     throttle.check("alice", "10.0.0.2")
+
+
+def test_a_success_gives_back_one_attempt_of_the_address_only() -> None:
+    throttle = LoginThrottle(clock=Clock())
+    for n in range(FREE_FAILURES - 1):
+        throttle.failed(f"user{n}", "10.0.0.9")
+    throttle.failed("mallory", "10.0.0.9")  # counted before the check of a
+    throttle.succeeded("mallory", "10.0.0.9")  # right password, then given back
+
+    throttle.check("someone-new", "10.0.0.9")  # one failure short of the wait
+    throttle.failed("someone-new", "10.0.0.9")
+    with pytest.raises(TooManyRequestsError):
+        throttle.check("another", "10.0.0.9")
 
 
 def test_counts_fade_after_a_quiet_window_so_nobody_is_locked_out() -> None:

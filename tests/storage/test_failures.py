@@ -47,6 +47,22 @@ def test_rows_past_the_window_are_deleted_by_later_failures(
     assert set(counts.read(["old", "new"])) == {"new"}
 
 
+def test_forgive_takes_back_one_failure_and_never_goes_below_zero(
+    store: MetadataStore,
+) -> None:
+    counts = store.login_failures
+    counts.add_failure(["a"], NOW, WINDOW_SECONDS)
+    counts.add_failure(["a"], NOW, WINDOW_SECONDS)
+
+    counts.forgive("a")
+    once = counts.read(["a"])["a"][0]
+    counts.forgive("a")
+    counts.forgive("a")
+
+    assert once == 1
+    assert counts.read(["a"])["a"][0] == 0
+
+
 def test_clear_forgets_one_key(store: MetadataStore) -> None:
     counts = store.login_failures
     counts.add_failure(["a", "b"], NOW, WINDOW_SECONDS)
@@ -98,5 +114,5 @@ def test_no_user_name_or_address_is_stored_in_clear(store: MetadataStore) -> Non
 
     with store._engine.connect() as conn:
         keys = conn.execute(select(login_failures.c.key)).scalars().all()
-    assert len(keys) == 2
+    assert len(keys) == 2  # the name's key and the address's
     assert all(len(key) == 64 and "secret" not in key for key in keys)

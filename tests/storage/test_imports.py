@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import subprocess
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -94,3 +96,24 @@ def test_an_archive_within_every_limit_is_imported(
 
     assert run(space, archive) == "imported"
     assert sorted(os.listdir(space_dir)) == ["a", "b"]
+
+
+@pytest.mark.skipif(shutil.which("tar") is None,
+                    reason="GNU tar writes the sparse member; tarfile cannot")
+@pytest.mark.parametrize("tar_format", ["gnu", "posix"])
+def test_a_sparse_member_is_imported_with_its_holes_filled(
+    space: DirectorySpace, space_dir: Path, tmp_path: Path, tar_format: str
+) -> None:
+    sparse = tmp_path / "sparse.bin"
+    with sparse.open("wb") as handle:
+        handle.seek(3 * 1024**2)
+        handle.write(b"end")
+    archive_path = tmp_path / "sparse.tar"
+    subprocess.run(["tar", f"--format={tar_format}", "--sparse", "-cf",
+                    str(archive_path), "-C", str(tmp_path), "sparse.bin"], check=True)
+
+    with archive_path.open("rb") as archive:
+        report = import_archive(space, archive, archive_path.stat().st_size, "")
+
+    assert report.outcome == "imported"
+    assert (space_dir / "sparse.bin").read_bytes() == bytes(3 * 1024**2) + b"end"

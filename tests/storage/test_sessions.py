@@ -9,7 +9,7 @@ from typing import Protocol
 import pytest
 from sqlalchemy import select
 
-from strongroom.storage import MetadataStore
+from strongroom.storage import MetadataStore, User
 from strongroom.storage._schema import refresh_tokens, sessions
 from strongroom.storage.sessions import RefreshOutcome
 
@@ -36,9 +36,15 @@ def alice(store: MetadataStore) -> int:
 @pytest.fixture
 def session_id(store: MetadataStore, alice: int) -> str:
     return store.sessions.start(
-        alice, digest("r1"), scope="files:read",
+        user_of(store, alice), digest("r1"), scope="files:read",
         absolute_seconds=ABSOLUTE, idle_seconds=IDLE,
     )
+
+
+def user_of(store: MetadataStore, user_id: int) -> User:
+    user = store.get_user_by_id(user_id)
+    assert user is not None
+    return user
 
 
 def rotate(store: MetadataStore, old: str, new: str) -> RefreshOutcome:
@@ -149,7 +155,7 @@ def test_a_login_deletes_the_users_sessions_past_their_end(
     clock.advance(ABSOLUTE + 1)
 
     store.sessions.start(
-        alice, digest("later"), scope="files:read",
+        user_of(store, alice), digest("later"), scope="files:read",
         absolute_seconds=ABSOLUTE, idle_seconds=IDLE,
     )
 
@@ -166,8 +172,44 @@ def test_a_revoked_session_stays_until_its_end_so_reuse_is_still_seen(
     assert rotate(store, "r1", "r2") is RefreshOutcome.ROTATED
     store.sessions.revoke(session_id, alice)
     store.sessions.start(
-        alice, digest("other"), scope="files:read",
+        user_of(store, alice), digest("other"), scope="files:read",
         absolute_seconds=ABSOLUTE, idle_seconds=IDLE,
     )
 
     assert rotate(store, "r1", "r3") is RefreshOutcome.REUSED
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda s, uid: s.set_password(uid, "new-hash"),
+     lambda s, uid: s.revoke_tokens(uid),
+     lambda s, uid: s.set_active(uid, False)],
+    ids=["password-changed", "tokens-revoked", "disabled"],
+)
+def test_no_session_opens_for_an_account_changed_since_the_login_checked_it(
+    store: MetadataStore, clock: FakeClock, alice: int, change: object
+) -> None:
+    """The race of a login hashing the old password while the password changes."""
+    checked = user_of(store, alice)
+    clock.advance()
+    change(store, alice)  # type: ignore[operator]
+
+    opened = store.sessions.start(
+        checked, digest("late"), scope="files:read",
+        absolute_seconds=ABSOLUTE, idle_seconds=IDLE,
+    )
+
+    assert opened is None
+    assert rotate(store, "late", "next") is RefreshOutcome.UNKNOWN
+
+
+def test_a_rehash_never_overwrites_a_password_changed_meanwhile(
+    store: MetadataStore, alice: int
+) -> None:
+    stale = user_of(store, alice)
+    store.set_password(alice, "changed-hash")
+
+    assert store.rehash_password(alice, stale.password_hash, "rehash") is None
+    assert user_of(store, alice).password_hash == "changed-hash"
+    fresh = store.rehash_password(alice, "changed-hash", "rehash")
+    assert fresh is not None and fresh.password_hash == "rehash"

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Response
 from strongroom.api.deps import AdminUser, get_services
 from strongroom.api.schemas import UserIn, UserOut, UserPatch
 from strongroom.api.services import Services
-from strongroom.errors import UserNotFoundError
+from strongroom.errors import LastAdminError, UserNotFoundError
 from strongroom.storage import User
 
 __all__ = ["router"]
@@ -46,8 +46,17 @@ def add_user(admin: AdminUser, body: UserIn, services: ServicesDep) -> UserOut:
 def change_user(
     name: str, admin: AdminUser, body: UserPatch, services: ServicesDep
 ) -> UserOut:
-    """Change an account's role or disable it; either revokes all its tokens."""
+    """Change an account's role or disable it; either revokes all its tokens.
+
+    The last active admin cannot be demoted or disabled here (409): nobody
+    could undo it from the API.
+    """
     user = _find(services, name)
+    loses_admin = body.role == "user" or body.active is False
+    if user.is_admin and user.active and loses_admin:
+        admins = [u for u in services.meta.list_users() if u.is_admin and u.active]
+        if len(admins) <= 1:
+            raise LastAdminError(f"{name!r} is the last active admin")
     if body.role is not None and body.role != user.role:
         services.meta.set_role(user.id, body.role)
         _log_revoked(user, admin, "role_change")

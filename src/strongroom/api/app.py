@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from strongroom import __version__
-from strongroom.api import admin, archive, auth_routes, files, imports
+from strongroom.api import admin, archive, auth_routes, files, imports, shares, uploads
+from strongroom.api._shares import ShareService
 from strongroom.api.fastlane import DownloadFastLane
 from strongroom.api.middleware import AccessLogMiddleware, RawPathMiddleware
 from strongroom.api.problems import install_problem_handlers
 from strongroom.api.services import Services
+from strongroom.api.web import build_router as build_web_router
 from strongroom.config import Settings, load_settings
 from strongroom.logging import configure_logging
 
@@ -29,6 +31,8 @@ def create_app(settings: Settings) -> FastAPI:
     The `resolver` setting ("walk") forces the component-walk fallback everywhere.
     """
     services = Services.open(settings)
+    share_service = ShareService.open(services)
+    upload_service = uploads.UploadService.open(services)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,15 +48,24 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.shares = share_service
+    app.state.uploads = upload_service
     install_problem_handlers(app)
     app.add_middleware(DownloadFastLane, services=services)
     app.add_middleware(RawPathMiddleware)
+    app.add_middleware(shares.ShareHeaders)
+    app.add_middleware(uploads.TusHeaders, path=API_PREFIX + uploads.UPLOADS_ROUTE)
     app.add_middleware(AccessLogMiddleware)
     app.include_router(auth_routes.router, prefix=API_PREFIX)
     app.include_router(files.router, prefix=API_PREFIX)
     app.include_router(archive.router, prefix=API_PREFIX)
     app.include_router(imports.router, prefix=API_PREFIX)
     app.include_router(admin.router, prefix=API_PREFIX)
+    app.include_router(shares.router, prefix=API_PREFIX)
+    app.include_router(shares.link_router)
+    app.include_router(uploads.router, prefix=API_PREFIX)
+    # The page at / and /assets/; API routes all live under /api/v1.
+    app.include_router(build_web_router())
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

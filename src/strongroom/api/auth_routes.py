@@ -23,7 +23,11 @@ from strongroom.api.schemas import (
 )
 from strongroom.api.services import IssuedTokens, Services
 from strongroom.auth.passwords import MAX_CONCURRENT_HASHES
-from strongroom.errors import ApiKeyNotFoundError
+from strongroom.errors import (
+    ApiKeyNotFoundError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
 from strongroom.storage.api_keys import ApiKey
 
 __all__ = ["router"]
@@ -61,6 +65,7 @@ async def issue_token(
     not.
     """
     request.state.op = "login"
+    await _check_form(request, ("username", "password", "scope", "grant_type"))
     client = request.client.host if request.client else "unknown"
     # Waiting for a hashing slot happens here, in the event loop, so a burst of
     # logins never holds the worker threads that every other route needs.
@@ -76,7 +81,7 @@ async def issue_token(
     response_model=TokenOut,
     responses={400: {"description": "Refresh token refused (invalid_grant)"}},
 )
-def refresh_token(
+async def refresh_token(
     request: Request,
     services: Annotated[Services, Depends(get_services)],
     refresh_token: Annotated[str, Form()],
@@ -88,7 +93,9 @@ def refresh_token(
     session: every refresh and access token of that login.
     """
     request.state.op = "refresh"
-    return _token_out(services.refresh(refresh_token))
+    await _check_form(request, ("refresh_token", "grant_type"))
+    issued = await anyio.to_thread.run_sync(services.refresh, refresh_token)
+    return _token_out(issued)
 
 
 @router.post("/logout", status_code=204, responses={401: {"description": "No session"}})
@@ -141,8 +148,14 @@ async def change_password(
     return Response(status_code=204)
 
 
-@router.post("/account/keys", response_model=ApiKeyOut, status_code=201)
-def create_api_key(
+@router.post(
+    "/account/keys",
+    response_model=ApiKeyOut,
+    status_code=201,
+    responses={403: {"description": "The password is wrong"}},
+)
+async def create_api_key(
+    request: Request,
     body: ApiKeyIn,
     session: CurrentSession,
     services: Annotated[Services, Depends(get_services)],
@@ -150,17 +163,21 @@ def create_api_key(
     """Make an API key for scripts; the answer is the only time `key` is shown.
 
     Send it as `Authorization: Bearer srk_...`. Its scopes are at most this
-    login's. It works until revoked, until `expires_in_days`, or until the
-    account's tokens are revoked (password change, role change, disable,
-    `strongroom token revoke`). Managing keys needs a login's token, not a key.
+    login's, and the account password must come along: a stolen access token
+    alone cannot turn into a lasting key. It works until revoked, until
+    `expires_in_days` (default 90), or until the account's tokens are revoked
+    (password change, role change, disable, `strongroom token revoke`).
+    Managing keys needs a login's token, not a key.
     """
     user, claims = session
-    expires_at = (
-        None
-        if body.expires_in_days is None
-        else datetime.now(UTC) + timedelta(days=body.expires_in_days)
-    )
-    key, row = services.create_api_key(user, claims, body.name, body.scope, expires_at)
+    expires_at = datetime.now(UTC) + timedelta(days=body.expires_in_days)
+    client = request.client.host if request.client else "unknown"
+    async with _hashing_slots:
+        key, row = await anyio.to_thread.run_sync(
+            lambda: services.create_api_key(
+                user, claims, body, expires_at=expires_at, client=client
+            )
+        )
     return _key_out(row, key)
 
 
@@ -184,13 +201,27 @@ def revoke_api_key(
     return Response(status_code=204)
 
 
+async def _check_form(request: Request, names: tuple[str, ...]) -> None:
+    # RFC 6749, section 3.1: no parameter twice (which copy would count?), and
+    # an empty `scope` is not "no scope": it is refused, not widened to all.
+    form = await request.form()
+    for name in names:
+        values = form.getlist(name)
+        if len(values) > 1:
+            raise InvalidRequestError(f"the parameter {name!r} is sent twice")
+        if name == "scope" and values == [""]:
+            raise InvalidScopeError(
+                "scope is empty; leave it out to get every scope the account holds"
+            )
+
+
 def _key_out(row: ApiKey, key: str | None = None) -> ApiKeyOut:
     return ApiKeyOut(
         id=row.id,
         name=row.name,
         scope=row.scope,
         created=_iso(row.created),
-        expires_at=_iso(row.expires_at) if row.expires_at else None,
+        expires_at=_iso(row.expires_at) if row.expires_at else "",
         key=key,
     )
 

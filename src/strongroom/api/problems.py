@@ -50,12 +50,14 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.SpaceNotFoundError: (404, "space_not_found"),
     errors.UserExistsError: (409, "user_exists"),
     errors.UserNotFoundError: (404, "user_not_found"),
+    errors.LastAdminError: (409, "last_admin"),
     errors.ApiKeyNotFoundError: (404, "api_key_not_found"),
     errors.TooManyApiKeysError: (409, "too_many_api_keys"),
     errors.PasswordPolicyError: (400, "password_policy"),
     errors.InvalidTokenError: (401, "invalid_token"),
     errors.InvalidGrantError: (400, "invalid_grant"),
     errors.InvalidScopeError: (400, "invalid_scope"),
+    errors.InvalidRequestError: (400, "invalid_request"),
     errors.AuthError: (401, "unauthorized"),
     errors.InsufficientScopeError: (403, "insufficient_scope"),
     errors.PermissionDeniedError: (403, "forbidden"),
@@ -64,6 +66,20 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.LimitExceededError: (413, "too_large"),
     errors.UnreadableArchiveError: (422, "unreadable_archive"),
     errors.TooManyRequestsError: (429, "too_many_requests"),
+    errors.SharePasswordError: (401, "share_password"),
+    errors.ShareNotFoundError: (404, "share_not_found"),
+    errors.ShareGoneError: (410, "share_gone"),
+    errors.InvalidShareError: (422, "invalid_share"),
+    errors.UploadQuotaError: (413, "upload_quota"),
+    errors.InvalidUploadError: (400, "invalid_upload_request"),
+    errors.UploadNotFoundError: (404, "upload_not_found"),
+    errors.UploadOffsetError: (409, "offset_mismatch"),
+    errors.UploadGoneError: (410, "upload_gone"),
+    errors.TusVersionError: (412, "tus_version_unsupported"),
+    errors.UnsupportedMediaError: (415, "unsupported_media_type"),
+    errors.UploadLockedError: (423, "upload_locked"),
+    # tus 1.0 checksum extension: 460 is the protocol's own status.
+    errors.ChecksumMismatchError: (460, "checksum_mismatch"),
     errors.StorageError: (500, "storage_error"),
     errors.ConfigError: (500, "config_error"),
 }
@@ -83,7 +99,9 @@ _TITLES = {
     410: "Gone",
     416: "Range Not Satisfiable",
     422: "Unprocessable Content",
+    423: "Locked",
     429: "Too Many Requests",
+    460: "Checksum Mismatch",
     500: "Internal Server Error",
 }
 
@@ -157,7 +175,10 @@ def strongroom_error_response(exc: errors.StrongroomError) -> JSONResponse:
 
 def _bearer_challenge(exc: errors.StrongroomError) -> str:
     # RFC 6750, section 3: a refused token names the error; a request that
-    # offered no token at all gets the bare challenge.
+    # offered no token at all gets the bare challenge. A share link's password
+    # is asked for with Basic (RFC 7617), the challenge browsers prompt for.
+    if isinstance(exc, errors.SharePasswordError):
+        return 'Basic realm="share", charset="UTF-8"'
     if isinstance(exc, errors.InvalidTokenError):
         return 'Bearer error="invalid_token"'
     return "Bearer"

@@ -56,13 +56,18 @@ class PasswordChangeIn(BaseModel):
 
 
 class ApiKeyIn(BaseModel):
-    """A new API key: a name, its scopes, and optionally its lifetime in days."""
+    """A new API key: a name, its scopes, its lifetime, and the account password.
+
+    The password proves that a person, not a stolen access token, asks for a
+    credential that outlives the session.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
     scope: str = Field(max_length=128, description="space-separated scopes")
-    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    password: str = Field(max_length=1024, description="the account's password")
+    expires_in_days: int = Field(default=90, ge=1, le=3650)
 
 
 class ApiKeyOut(BaseModel):
@@ -72,7 +77,7 @@ class ApiKeyOut(BaseModel):
     name: str
     scope: str
     created: str
-    expires_at: str | None
+    expires_at: str
     key: str | None = None
 
 

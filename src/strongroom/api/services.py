@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from strongroom.auth import (
     AccessClaims,
@@ -52,6 +54,14 @@ VERIFIED_TOKEN_CACHE_SIZE = 10_000
 # name exists.
 _LOGIN_FAILED = "wrong user name or password"
 _REFRESH_REFUSED = "refresh token refused: log in again"
+
+
+class ApiKeyRequest(Protocol):
+    """What a request for a new API key carries (the API's `ApiKeyIn`)."""
+
+    name: str
+    scope: str
+    password: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,32 +132,33 @@ class Services:
             TooManyRequestsError: while the name or the client address must wait.
         """
         requested = parse_scopes(scope) if scope is not None else None
-        try:
-            self.throttle.check(user_name, client)
-        except TooManyRequestsError:
-            log.warning("login_failed", extra={"reason": "throttled"})
-            raise
+        self._reserve_attempt(user_name, client)
         user = self.meta.get_user_by_name(user_name)
         stored = user.password_hash if user is not None and user.active else None
         check = self.passwords.verify(stored, password)
         if user is None or not check.ok:
-            self.throttle.failed(user_name, client)
-            log.warning("login_failed", extra={"reason": "bad_credentials"})
+            _log_failure("login_failed", "bad_credentials", user_name, client)
             raise AuthError(_LOGIN_FAILED)
-        self.throttle.succeeded(user_name)
+        self.throttle.succeeded(user_name, client)
+        checked: User | None = user
         if check.needs_rehash:
             new_hash = self.passwords.hash(password)
-            self.meta.set_password(user.id, new_hash, revoke_tokens=False)
+            checked = self.meta.rehash_password(user.id, user.password_hash, new_hash)
         granted = _granted_scopes(user, requested)
 
         refresh_token, refresh_hash = new_refresh_token()
-        session_id = self.meta.sessions.start(
-            user.id,
+        session_id = None if checked is None else self.meta.sessions.start(
+            checked,
             refresh_hash,
             scope=format_scopes(granted),
             absolute_seconds=self.settings.refresh_ttl_seconds,
             idle_seconds=self.settings.refresh_idle_seconds,
         )
+        if session_id is None:
+            # The password changed (or the account was revoked or disabled)
+            # while this login was hashing: the password it checked is stale.
+            log.warning("login_failed", extra={"reason": "changed_during_login"})
+            raise AuthError(_LOGIN_FAILED)
         log.info("login", extra={"user_id": user.id, "scope": format_scopes(granted)})
         return self._issue(user.id, session_id, refresh_token, granted)
 
@@ -198,11 +209,7 @@ class Services:
             PasswordPolicyError: the new password is too short or too long.
             TooManyRequestsError: while the name or the client address must wait.
         """
-        self.throttle.check(user.name, client)
-        if not self.passwords.verify(user.password_hash, current).ok:
-            self.throttle.failed(user.name, client)
-            log.warning("password_change_failed", extra={"user_id": user.id})
-            raise PermissionDeniedError("the current password is wrong")
+        self._recheck_password(user, current, client)
         self.meta.set_password(user.id, self.passwords.hash(new))
         log.warning(
             "tokens_revoked", extra={"user_id": user.id, "reason": "password_change"}
@@ -269,18 +276,23 @@ class Services:
         self,
         user: User,
         claims: AccessClaims,
-        name: str,
-        scope: str,
-        expires_at: datetime | None,
+        request: ApiKeyRequest,
+        *,
+        expires_at: datetime,
+        client: str = "unknown",
     ) -> tuple[str, ApiKey]:
         """Make a key for the session's user; return the key (shown once) and row.
 
         Raises:
-            InvalidScopeError: `scope` is malformed, or asks for more than the
+            InvalidScopeError: the scope is malformed, or asks for more than the
                 session's own scopes.
+            PermissionDeniedError: the password is wrong (counted by the login
+                throttle).
+            TooManyRequestsError: while the name or the address must wait.
             TooManyApiKeysError: the account holds too many keys already.
         """
-        scopes = parse_scopes(scope)
+        scopes = parse_scopes(request.scope)
+        self._recheck_password(user, request.password, client)
         if not scopes <= claims.scopes:
             missing = format_scopes(scopes - claims.scopes)
             raise InvalidScopeError(
@@ -288,7 +300,7 @@ class Services:
             )
         key, key_id, digest = new_api_key()
         row = self.meta.api_keys.add(
-            user.id, key_id, digest, name=name, scope=format_scopes(scopes),
+            user.id, key_id, digest, name=request.name, scope=format_scopes(scopes),
             expires_at=expires_at,
         )
         if row is None:
@@ -297,6 +309,25 @@ class Services:
             )
         log.info("api_key_created", extra={"user_id": user.id, "key_id": key_id})
         return key, row
+
+    def _recheck_password(self, user: User, password: str, client: str) -> None:
+        # A signed-in person proving again that they know the password, before
+        # something that outlives the session; throttled like a login.
+        self._reserve_attempt(user.name, client)
+        if not self.passwords.verify(user.password_hash, password).ok:
+            _log_failure("password_recheck_failed", "bad_password", user.name, client)
+            raise PermissionDeniedError("the password is wrong")
+        self.throttle.succeeded(user.name, client)
+
+    def _reserve_attempt(self, user_name: str, client: str) -> None:
+        # Counted as failed before the slow hash runs, given back on success:
+        # parallel guesses see each other (see strongroom.auth.throttle).
+        try:
+            self.throttle.check(user_name, client)
+        except TooManyRequestsError:
+            _log_failure("login_failed", "throttled", user_name, client)
+            raise
+        self.throttle.failed(user_name, client)
 
     def _check_api_key(self, value: str) -> tuple[User, frozenset[str]]:
         parts = split_api_key(value)
@@ -343,6 +374,13 @@ class Services:
         self.spaces.close()
         self.blobs.close()
         self.meta.close()
+
+
+def _log_failure(event: str, reason: str, user_name: str, client: str) -> None:
+    # The name only as a short digest: people type passwords into it.
+    digest = hashlib.sha256(user_name.encode("utf-8", "surrogatepass")).hexdigest()
+    log.warning(event, extra={"reason": reason, "client": client,
+                              "user_hash": digest[:16]})
 
 
 def _granted_scopes(user: User, requested: frozenset[str] | None) -> frozenset[str]:

@@ -1,10 +1,20 @@
 """Login throttling: failed attempts slow down further attempts, never lock out.
 
-Each failure is counted twice: for the user name tried and for the client
+Each attempt is counted twice: for the user name tried and for the client
 address. Once a key has `FREE_FAILURES` recent failures, it must wait before the
 next attempt, twice as long after each further failure, up to `MAX_WAIT_SECONDS`.
-A success clears the user name's count. Counts fade after `WINDOW_SECONDS`
-without a failure, so nobody is locked out for good.
+Counts fade after `WINDOW_SECONDS` without a failure, so nobody is locked out for
+good. The name's count holds whatever the address (TOK-01: rotating addresses
+must not reset it, and the right password waits too while a name is blocked).
+
+An attempt is counted *before* its password is checked (`check`, then
+`failed`), and given back by `succeeded`: a burst of parallel guesses all see
+each other's counts instead of all passing the check while the slow hash runs.
+
+Known limit: per-name counting lets one guesser keep a name waiting for as long
+as it goes on guessing (one counted guess per `MAX_WAIT_SECONDS`); its owner
+waits up to a minute per try meanwhile. Remembering the addresses a name last
+logged in from, to let those through, would end that; it is not built yet.
 
 Where the counts live is a `FailureCounts`: `MemoryFailureCounts` for one
 process (and tests), or the database (`strongroom.storage.failures`), which every
@@ -59,6 +69,10 @@ class FailureCounts(Protocol):
         """Forget a key's failures."""
         ...
 
+    def forgive(self, key: str) -> None:
+        """Take back one failure of a key (never below zero)."""
+        ...
+
 
 class LoginThrottle:
     """Decide whether a login attempt may proceed. Thread-safe if its store is."""
@@ -87,13 +101,20 @@ class LoginThrottle:
             )
 
     def failed(self, user_name: str, client: str) -> None:
-        """Count one failed attempt for the name and the address."""
+        """Count one attempt as failed (before its password is even checked)."""
         keys = _keys(user_name, client)
         self._counts.add_failure(keys, self._clock(), WINDOW_SECONDS)
 
-    def succeeded(self, user_name: str) -> None:
-        """Clear the name's count after a correct password."""
-        self._counts.clear(_key("user", user_name))
+    def succeeded(self, user_name: str, client: str) -> None:
+        """Give back a counted attempt whose password was right.
+
+        The name's count starts again; the address only gets this one attempt
+        back, so a guesser who also holds one valid account cannot wipe its
+        own count with it.
+        """
+        user_key, address_key = _keys(user_name, client)
+        self._counts.clear(user_key)
+        self._counts.forgive(address_key)
 
 
 class MemoryFailureCounts:
@@ -123,6 +144,13 @@ class MemoryFailureCounts:
         """Forget a key's failures."""
         with self._lock:
             self._records.pop(key, None)
+
+    def forgive(self, key: str) -> None:
+        """Take back one failure of a key (never below zero)."""
+        with self._lock:
+            if key in self._records:
+                failures, last = self._records[key]
+                self._records[key] = (max(0, failures - 1), last)
 
     def _forget_oldest(self) -> None:
         by_age = sorted(self._records.items(), key=lambda kv: kv[1][1])

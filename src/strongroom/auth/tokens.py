@@ -62,8 +62,10 @@ MAX_LEEWAY_SECONDS = 10
 DEFAULT_MAX_TTL_SECONDS = 7 * 24 * 3600
 
 _REQUIRED_CLAIMS = ("sub", "jti", "aud", "iss", "iat_us", "sid", "scope")
-# A user id as we write it: decimal, no sign, no leading zero, fits in 64 bits.
-_USER_ID = re.compile(r"[1-9][0-9]{0,18}")
+# A user id as we write it: decimal, no sign, no leading zero, at most 18 digits,
+# so every accepted value fits a signed 64-bit database integer (19 digits
+# reach past 2**63 and made the lookup itself fail).
+_USER_ID = re.compile(r"[1-9][0-9]{0,17}")
 # Our jti is 22 characters (16 random bytes); the bound keeps logs and caches small.
 _JTI = re.compile(r"[\x21-\x7e]{1,64}")
 # A session id as the metadata store writes it (22 base64url characters); the

@@ -16,7 +16,12 @@ from typing import Literal, Self
 from strongroom.confine import _resolve
 from strongroom.confine._errors import path_error
 from strongroom.confine._names import STAGING_PREFIX, UserPath, parse_user_path
-from strongroom.confine._sys import RENAME_NOREPLACE, openat2_available, renameat2
+from strongroom.confine._sys import (
+    RENAME_NOREPLACE,
+    openat2_available,
+    renameat2,
+    syncfs,
+)
 from strongroom.errors import (
     ConfigError,
     HardlinkRefusedError,
@@ -170,6 +175,26 @@ class Root:
     ) -> None:
         self.close()
 
+    def sync(self) -> None:
+        """Make every write on this root's file system durable (syncfs(2)).
+
+        What `open_writer(durable=False)` wrote, and renames, survive a crash
+        once this returns.
+
+        Raises:
+            PathError: the file system reported an error (EIO...).
+        """
+        try:
+            # The root's own descriptor is O_PATH, which syncfs(2) refuses.
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                         dir_fd=self._fd)
+            try:
+                syncfs(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise path_error("sync", ".", exc, symlinks=self.symlinks) from exc
+
     # Reading
 
     def stat(self, rel_path: str = ".") -> Entry:
@@ -274,7 +299,12 @@ class Root:
     # Writing
 
     def open_writer(
-        self, rel_path: str, *, exclusive: bool = False, make_parents: bool = False
+        self,
+        rel_path: str,
+        *,
+        exclusive: bool = False,
+        make_parents: bool = False,
+        durable: bool = True,
     ) -> AtomicWriter:
         """Start an atomic write of `rel_path`; nothing is visible before `commit`.
 
@@ -282,6 +312,9 @@ class Root:
         device or multiply-linked file is refused before anything is written, and
         with `exclusive=True` any existing name (a dangling symlink too) is refused.
         `make_parents=True` creates missing folders, each through the root.
+        `durable=False` skips the fsyncs of the file and its folder: for a batch
+        of files the caller makes durable at once with `sync`, before anyone
+        relies on them.
         """
         up = self._parse("write", rel_path)
         if up.must_be_dir:
@@ -294,7 +327,7 @@ class Root:
             parent, made = self._open_parent(up, "write"), []
         try:
             self._check_write_target(up, parent, exclusive)
-            return AtomicWriter(self, up, parent, exclusive, made)
+            return AtomicWriter(self, up, parent, exclusive, made, durable=durable)
         except BaseException:
             os.close(parent)
             self._remove_made(made)
@@ -425,6 +458,33 @@ class Root:
         followed, and an existing `dst` is refused (RENAME_NOREPLACE).
         """
         self._move_from(other, src, dst, overwrite=False)
+
+    # Sub-folders (share links)
+
+    def subroot(self, rel_path: str) -> Root:
+        """Open the folder at `rel_path` as a root of its own, with this one's policies.
+
+        The folder is resolved once, like any path here (so a symlink on the way
+        is followed only as the symlink policy allows), and the new root holds a
+        descriptor of the folder itself. Everything later resolved beneath it
+        stays beneath that folder: `..` at its top is an escape, and so is a link
+        inside it that points to a sibling or a parent, even one that stays
+        inside this root. Both resolvers give that, since each resolves beneath
+        the descriptor it is handed. The caller closes the new root; closing this
+        one does not close it.
+
+        Raises `NotADirectoryPathError` when `rel_path` is not a folder, and the
+        same `PathError`s as `stat` when it cannot be reached.
+        """
+        up = self._parse("open", rel_path, root_ok=True)
+        fd = self._open_path(up, os.O_PATH | os.O_DIRECTORY, op="open")
+        child = Root.__new__(Root)
+        child.symlinks, child.hardlinks = self.symlinks, self.hardlinks
+        child.resolver, child._open = self.resolver, self._open
+        child._allow_symlinks = self._allow_symlinks
+        # Same mount: the resolvers never cross a mount point to reach `fd`.
+        child._fd, child._mount = fd, self._mount
+        return child
 
     # Internals shared by the operations
 
@@ -715,8 +775,11 @@ class AtomicWriter:
         parent_fd: int,
         exclusive: bool,
         made_dirs: list[tuple[str, ...]] | None = None,
+        *,
+        durable: bool = True,
     ) -> None:
         self._root = root
+        self._durable = durable
         self._up = up
         self._parent = parent_fd
         self._exclusive = exclusive
@@ -741,10 +804,12 @@ class AtomicWriter:
     def commit(self) -> tuple[Entry, bool]:
         """Make the content visible under its name; return (entry, created)."""
         try:
-            os.fsync(self._fd)
+            if self._durable:
+                os.fsync(self._fd)
             st = os.fstat(self._fd)
             created = self._publish()
-            os.fsync(self._parent)
+            if self._durable:
+                os.fsync(self._parent)
         except OSError as exc:
             self.abort()
             raise self._root._error("write", self._up, exc) from exc

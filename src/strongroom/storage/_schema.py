@@ -43,6 +43,8 @@ __all__ = [
     "metadata",
     "refresh_tokens",
     "sessions",
+    "shares",
+    "uploads",
     "users",
 ]
 
@@ -188,4 +190,53 @@ login_failures = Table(
     Column("failures", Integer, nullable=False),
     Column("last_failure", Float, nullable=False),
     Index("login_failures_age", "last_failure"),
+)
+
+# Share links. The signed token in a link names a row by its random `id`; the row
+# is the authority: it can be revoked, it expires, it counts downloads (one
+# conditional UPDATE per download keeps `downloads <= max_downloads`), and
+# `target` records which object was shared (an inode in a directory space, a file
+# row and its blob or a folder's creation time in a home), so a link dies with
+# its target. `password_hash` is an argon2id hash, or NULL for no password.
+shares = Table(
+    "shares",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("space", String(64), nullable=False),
+    Column("rel_path", _PATH, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("target", String(128), nullable=False),
+    Column("password_hash", String(512), nullable=True),
+    Column("max_downloads", Integer, nullable=True),
+    Column("downloads", Integer, nullable=False),
+    Column("created", _UTCDateTime, nullable=False),
+    Column("expires_at", _UTCDateTime, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    CheckConstraint("kind IN ('file', 'dir')", name="shares_kind"),
+    Index("shares_owner", "owner_id", "created"),
+)
+
+# Resumable (tus) uploads, one row each from creation until some time after the
+# last byte. `received` is the offset the protocol talks about: the bytes staged
+# and fsync-ed so far; it only moves while the upload's staging file is locked.
+# `completed` is set once the file was published, and then `received = length`.
+# `tus_metadata` is the client's Upload-Metadata header, echoed back by HEAD.
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("space", String(64), nullable=False),
+    Column("rel_path", _PATH, nullable=False),
+    Column("length", BigInteger, nullable=False),
+    Column("received", BigInteger, nullable=False),
+    Column("tus_metadata", Text, nullable=False),
+    Column("sha256", String(64), nullable=True),
+    Column("created", _UTCDateTime, nullable=False),
+    Column("expires_at", _UTCDateTime, nullable=False),
+    Column("completed", _UTCDateTime, nullable=True),
+    CheckConstraint("received >= 0 AND received <= length", name="uploads_received"),
+    Index("uploads_owner", "owner_id"),
+    Index("uploads_expiry", "expires_at"),
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, case, delete, select
+from sqlalchemy import Connection, Engine, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -66,6 +66,16 @@ class DatabaseFailureCounts:
         """Forget a key's failures."""
         with self._connect(write=True) as conn:
             conn.execute(delete(login_failures).where(login_failures.c.key == key))
+
+    def forgive(self, key: str) -> None:
+        """Take back one failure of a key (never below zero)."""
+        table = login_failures
+        with self._connect(write=True) as conn:
+            conn.execute(
+                update(table)
+                .where(table.c.key == key, table.c.failures > 0)
+                .values(failures=table.c.failures - 1)
+            )
 
     @contextmanager
     def _connect(self, *, write: bool) -> Iterator[Connection]:

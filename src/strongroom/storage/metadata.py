@@ -120,6 +120,17 @@ class MetadataStore:
         self.login_failures = DatabaseFailureCounts(engine)
         self.api_keys = ApiKeyStore(engine, self._now)
 
+    @property
+    def engine(self) -> Engine:
+        """The store's engine, for other tables of the same database.
+
+        Share it rather than open a second engine: on SQLite, closing any other
+        descriptor of the database file drops the locks this process holds
+        through its connections (POSIX advisory locks are per process), and
+        readers then see stale data.
+        """
+        return self._engine
+
     def create_tables(self) -> None:
         """Create the tables and indexes that do not exist yet."""
         with _storage_errors():
@@ -250,6 +261,26 @@ class MetadataStore:
         self._update_user(
             user_id, {"password_hash": password_hash}, revoke_tokens=revoke_tokens
         )
+
+    def rehash_password(
+        self, user_id: int, old_hash: str, new_hash: str
+    ) -> User | None:
+        """Replace a hash by a re-hash of the same password, if it is still current.
+
+        Conditional on the old hash, so a password change that commits meanwhile
+        is never overwritten by the old password. Returns the user as stored
+        afterwards, or None when the hash had changed.
+        """
+        with self._write() as conn:
+            result = conn.execute(
+                update(users)
+                .where(users.c.id == user_id, users.c.password_hash == old_hash)
+                .values(password_hash=new_hash)
+            )
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(select(users).where(users.c.id == user_id)).first()
+        return _user(row) if row else None
 
     def set_role(self, user_id: int, role: Role) -> None:
         """Change a user's role and revoke every token issued before the change.

@@ -40,7 +40,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from strongroom.errors import StorageError
 from strongroom.storage._engine import WRITE_OPTION
-from strongroom.storage._schema import refresh_tokens, sessions
+from strongroom.storage._schema import refresh_tokens, sessions, users
+from strongroom.storage.records import User
 
 __all__ = ["RefreshOutcome", "RefreshResult", "SessionStore"]
 
@@ -77,14 +78,21 @@ class SessionStore:
 
     def start(
         self,
-        user_id: int,
+        user: User,
         token_hash: str,
         *,
         scope: str,
         absolute_seconds: int,
         idle_seconds: int,
-    ) -> str:
-        """Open a session for `user_id` with its first refresh token; return its id.
+    ) -> str | None:
+        """Open a session for `user` with its first refresh token; return its id.
+
+        `user` is the account as the login checked it. The session is opened
+        only if the account is unchanged since (same password hash, no
+        revocation since, still active), checked under the user row's lock in
+        the same transaction: a password change that commits while a login
+        with the old password is hashing must not leave that login a session.
+        Returns None when the account changed.
 
         `scope` (space-separated) is what every token of the session may do. The
         user's sessions past their absolute end are deleted in the same
@@ -94,8 +102,21 @@ class SessionStore:
         """
         now = self._now()
         session_id = secrets.token_urlsafe(16)
+        user_id = user.id
 
         with self._write() as conn:
+            checked_columns = (
+                users.c.password_hash, users.c.tokens_valid_after, users.c.active
+            )
+            current = conn.execute(
+                select(*checked_columns)
+                .where(users.c.id == user_id)
+                .with_for_update()
+            ).first()
+            if current is None or tuple(current) != (
+                user.password_hash, user.tokens_valid_after, True
+            ):
+                return None
             conn.execute(
                 delete(sessions).where(
                     sessions.c.user_id == user_id, sessions.c.expires_at < now
