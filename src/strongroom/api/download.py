@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from strongroom.confine import ReadHandle
+from strongroom.storage.spaces import FileMeta
 
 __all__ = [
     "FileInfo",
@@ -84,6 +85,17 @@ class FileInfo:
     mtime_ns: int
     etag: str
     content_type: str
+
+    @classmethod
+    def of(cls, handle: ReadHandle, meta: FileMeta) -> FileInfo:
+        """Describe an opened file: its size from the descriptor, the rest from meta."""
+        return cls(
+            name=meta.name,
+            size=handle.entry.size,
+            mtime_ns=meta.mtime_ns,
+            etag=meta.etag,
+            content_type=meta.content_type or "application/octet-stream",
+        )
 
 
 def is_active_type(content_type: str) -> bool:

@@ -129,14 +129,7 @@ async def open_download(
         return await anyio.to_thread.run_sync(_listing_response, sp, path)
     handle, meta = sp.open(path)
     try:
-        info = FileInfo(
-            name=meta.name,
-            size=handle.entry.size,
-            mtime_ns=meta.mtime_ns,
-            etag=meta.etag,
-            content_type=meta.content_type or "application/octet-stream",
-        )
-        return FileResponse(handle, info, headers, method=method)
+        return FileResponse(handle, FileInfo.of(handle, meta), headers, method=method)
     except BaseException:
         # The response owns the descriptor only once it exists.
         handle.close()

@@ -321,13 +321,7 @@ async def _file_response(
     # The same FileInfo as a normal download, so Range, ETag, conditional
     # requests and active types behave exactly alike.
     try:
-        info = FileInfo(
-            name=meta.name,
-            size=handle.entry.size,
-            mtime_ns=meta.mtime_ns,
-            etag=meta.etag,
-            content_type=meta.content_type or "application/octet-stream",
-        )
+        info = FileInfo.of(handle, meta)
         response = FileResponse(handle, info, request.headers, method=request.method)
         if request.method == "GET" and response.status_code in (200, 206):
             await anyio.to_thread.run_sync(shares.count_download, record)

@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from strongroom.errors import ConfigError
+from strongroom.errors import ConfigError, StorageError
 
 __all__ = [
     "WRITE_OPTION",
     "create_read_engine",
     "create_store_engine",
     "read_options",
+    "transaction",
 ]
 
 # How long a SQLite writer waits for the write lock before giving up; a write
@@ -45,6 +47,26 @@ _READ_OPTION = "strongroom_read"
 # so that a busy server reuses connections instead of opening and closing an
 # overflow connection on every request.
 _POOL: dict[str, int] = {"pool_size": 16, "max_overflow": 32}
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool, what: str) -> Iterator[Connection]:
+    """Yield a connection inside one transaction, committed when the block ends.
+
+    `write` takes SQLite's write lock at BEGIN (see the module notes). A
+    database failure becomes `StorageError` naming `what` ("the share table"),
+    with the driver's error chained and no SQL or parameters in the message.
+    """
+    try:
+        with engine.connect() as conn:
+            if write:
+                conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+    except SQLAlchemyError as exc:
+        raise StorageError(
+            f"{what} failed ({type(exc).__name__}); see the server log"
+        ) from exc
 
 
 def create_store_engine(database_url: str) -> Engine:

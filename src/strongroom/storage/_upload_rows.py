@@ -8,16 +8,14 @@ deletes it while it is still expired.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
-from strongroom.errors import StorageError, UploadQuotaError
-from strongroom.storage._engine import WRITE_OPTION
+from strongroom.errors import UploadQuotaError
+from strongroom.storage._engine import transaction
 from strongroom.storage._schema import uploads, users
 
 __all__ = ["UploadRecord", "UploadRows"]
@@ -143,18 +141,8 @@ class UploadRows:
         with self._connect(write=False) as conn:
             return set(conn.execute(query).scalars())
 
-    @contextmanager
-    def _connect(self, *, write: bool = True) -> Iterator[Connection]:
-        try:
-            with self._engine.connect() as conn:
-                if write:
-                    conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(
-                f"the upload table failed ({type(exc).__name__}); see the server log"
-            ) from exc
+    def _connect(self, *, write: bool = True) -> AbstractContextManager[Connection]:
+        return transaction(self._engine, write=write, what="the upload table")
 
 
 def _check_bounds(

@@ -7,16 +7,14 @@ Every method raises StorageError when the database fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
-from strongroom.errors import StorageError
-from strongroom.storage._engine import WRITE_OPTION, read_options
+from strongroom.storage._engine import transaction
 from strongroom.storage._schema import api_keys, users
 from strongroom.storage.records import User
 
@@ -109,21 +107,8 @@ class ApiKeyStore:
         user = User(**{c.name: values.pop(f"u_{c.name}") for c in users.columns})
         return ApiKey(**values), user
 
-    @contextmanager
-    def _connect(self, *, write: bool) -> Iterator[Connection]:
-        try:
-            with self._engine.connect() as conn:
-                if write:
-                    conn.execution_options(**{WRITE_OPTION: True})
-                    with conn.begin():
-                        yield conn
-                else:
-                    conn.execution_options(**read_options(self._engine))
-                    yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(
-                f"the API key table failed ({type(exc).__name__})"
-            ) from exc
+    def _connect(self, *, write: bool) -> AbstractContextManager[Connection]:
+        return transaction(self._engine, write=write, what="the API key table")
 
 
 _USER_COLUMNS = [column.label(f"u_{column.name}") for column in users.columns]

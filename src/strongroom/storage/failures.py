@@ -10,15 +10,13 @@ holds only keys that failed within the window.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 
 from sqlalchemy import Connection, Engine, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 
-from strongroom.errors import StorageError
-from strongroom.storage._engine import WRITE_OPTION
+from strongroom.storage._engine import transaction
 from strongroom.storage._schema import login_failures
 
 __all__ = ["DatabaseFailureCounts"]
@@ -77,15 +75,5 @@ class DatabaseFailureCounts:
                 .values(failures=table.c.failures - 1)
             )
 
-    @contextmanager
-    def _connect(self, *, write: bool) -> Iterator[Connection]:
-        try:
-            with self._engine.connect() as conn:
-                if write:
-                    conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(
-                f"the login throttle table failed ({type(exc).__name__})"
-            ) from exc
+    def _connect(self, *, write: bool) -> AbstractContextManager[Connection]:
+        return transaction(self._engine, write=write, what="the login throttle table")

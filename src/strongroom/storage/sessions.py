@@ -18,8 +18,8 @@ replay recognisable.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -36,10 +36,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
 
-from strongroom.errors import StorageError
-from strongroom.storage._engine import WRITE_OPTION
+from strongroom.storage._engine import transaction
 from strongroom.storage._schema import refresh_tokens, sessions, users
 from strongroom.storage.records import User
 
@@ -175,17 +173,8 @@ class SessionStore:
             )
             return result.rowcount == 1
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        try:
-            with self._engine.connect() as conn:
-                conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(
-                f"the session table failed ({type(exc).__name__}); see the server log"
-            ) from exc
+    def _write(self) -> AbstractContextManager[Connection]:
+        return transaction(self._engine, write=True, what="the session table")
 
 
 _FAMILY_OF = (

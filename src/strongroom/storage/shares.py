@@ -10,16 +10,13 @@ shares and when it dies with its target.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, Row, bindparam, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
-from strongroom.errors import StorageError
-from strongroom.storage._engine import WRITE_OPTION
+from strongroom.storage._engine import transaction
 from strongroom.storage._schema import shares, users
 from strongroom.storage._share_targets import (
     SHARE_GONE,
@@ -189,18 +186,8 @@ class ShareStore:
         with self._connect(write=True) as conn:
             return conn.execute(query).rowcount == 1
 
-    @contextmanager
-    def _connect(self, *, write: bool) -> Iterator[Connection]:
-        try:
-            with self._engine.connect() as conn:
-                if write:
-                    conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(
-                f"the share table failed ({type(exc).__name__}); see the server log"
-            ) from exc
+    def _connect(self, *, write: bool) -> AbstractContextManager[Connection]:
+        return transaction(self._engine, write=write, what="the share table")
 
 
 _SHARES_WITH_OWNER = select(
