@@ -99,8 +99,13 @@ class BlobWriter(Protocol):
 class BlobStore(Protocol):
     """Where home-space file contents live, addressed by blob id."""
 
-    def create_blob(self, *, max_bytes: int | None = None) -> BlobWriter:
-        """Start writing a new blob under a fresh id."""
+    def create_blob(
+        self, *, max_bytes: int | None = None, durable: bool = True
+    ) -> BlobWriter:
+        """Start writing a new blob under a fresh id (`durable=False`: see `sync`)."""
+
+    def sync(self) -> None:
+        """Make every blob written so far durable."""
 
     def open_blob(self, blob_id: str) -> ReadHandle:
         """Open a blob for reading."""
@@ -181,8 +186,13 @@ class LocalBlobStore:
         """Close the root; later calls fail."""
         self._root.close()
 
-    def create_blob(self, *, max_bytes: int | None = None) -> LocalBlobWriter:
+    def create_blob(
+        self, *, max_bytes: int | None = None, durable: bool = True
+    ) -> LocalBlobWriter:
         """Start writing a new blob; see `LocalBlobWriter`.
+
+        `durable=False` skips the per-blob fsyncs, for a batch of blobs that the
+        caller makes durable at once with `sync` before any row refers to them.
 
         Raises:
             StorageError: the staging file cannot be created.
@@ -193,8 +203,20 @@ class LocalBlobStore:
             # Shard folders are made once and kept: removing an empty one when a
             # write aborts could pull it from under another writer about to use it.
             self._root.mkdir(key.rsplit("/", 1)[0], parents=True, exist_ok=True)
-            writer = self._root.open_writer(key, exclusive=True)
+            writer = self._root.open_writer(key, exclusive=True, durable=durable)
         return LocalBlobWriter(blob_id, writer, max_bytes)
+
+    def sync(self) -> None:
+        """Make every blob written so far durable (one syncfs of the store).
+
+        Raises:
+            StorageError: the file system failed.
+        """
+        try:
+            self._root.sync()
+        except PathError as exc:
+            reason = exc.reason
+            raise StorageError(f"the blob store cannot be synced: {reason}") from exc
 
     def write_blob(
         self, chunks: Iterable[bytes], *, max_bytes: int | None = None

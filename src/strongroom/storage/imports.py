@@ -39,7 +39,7 @@ from strongroom.errors import (
 from strongroom.storage._unpack import ArchiveMember, ImportLimits, read_members
 from strongroom.storage.blobs import BlobInfo
 from strongroom.storage.home import HomeSpace
-from strongroom.storage.records import FileRow
+from strongroom.storage.metadata import NewFile
 from strongroom.storage.spaces import DirectorySpace, Space, guess_content_type
 
 __all__ = [
@@ -538,7 +538,9 @@ class _HomeStage:
         return None  # Folders are rows, made on publish.
 
     def write_file(self, rel: str, chunks: Iterator[bytes]) -> None:
-        writer = self._home.blob_store.create_blob()
+        # Not fsync-ed one by one: `publish` syncs the blob store once before
+        # any row refers to these blobs.
+        writer = self._home.blob_store.create_blob(durable=False)
         try:
             for chunk in chunks:
                 writer.write(chunk)
@@ -551,46 +553,23 @@ class _HomeStage:
         return _kind_in_home(self._home, dst)
 
     def publish(self, plan: list[tuple[_Action, str, str]]) -> None:
-        meta, owner = self._home.metadata, self._home.owner_id
-        undo: list[Callable[[], None]] = []
-        replaced: list[str] = []
-        try:
-            for action, rel, dst in plan:
-                if action == "mkdir":
-                    meta.add_dir(owner, dst)
-                    undo.append(partial(meta.remove_dir, owner, dst))
-                    continue
-                old = meta.get_file(owner, dst) if action == "replace" else None
-                blob = self._staged[rel]
-                result = meta.put_file(
-                    owner, dst, blob_id=blob.blob_id, size=blob.size,
-                    sha256=blob.sha256, content_type=guess_content_type(dst),
-                    create_only=action == "create",
-                )
-                self._published.add(rel)
-                if result.replaced_blob_id is not None:
-                    replaced.append(result.replaced_blob_id)
-                undo.append(self._undo_put(dst, rel, old))
-        except BaseException:
-            _undo_all(undo)
-            raise
+        # Every row in one transaction: all or nothing, and one commit (with
+        # its fsync) for the whole archive instead of one per member.
+        self._home.blob_store.sync()
+        folders = [dst for action, _, dst in plan if action == "mkdir"]
+        puts = [
+            NewFile(
+                dst, self._staged[rel].blob_id, self._staged[rel].size,
+                self._staged[rel].sha256, guess_content_type(dst),
+                create_only=action == "create",
+            )
+            for action, rel, dst in plan
+            if action != "mkdir"
+        ]
+        replaced = self._home.metadata.put_many(self._home.owner_id, folders, puts)
+        self._published.update(rel for action, rel, _ in plan if action != "mkdir")
         for blob_id in replaced:
             self._home.blob_store.delete_blob(blob_id)
-
-    def _undo_put(
-        self, dst: str, rel: str, old: FileRow | None
-    ) -> Callable[[], None]:
-        meta, owner = self._home.metadata, self._home.owner_id
-
-        def undo() -> None:
-            self._published.discard(rel)
-            if old is None:
-                meta.remove_file(owner, dst)
-                return
-            meta.put_file(owner, dst, blob_id=old.blob_id, size=old.size,
-                          sha256=old.sha256, content_type=old.content_type)
-
-        return undo
 
     def discard(self) -> None:
         for rel, blob in self._staged.items():

@@ -20,9 +20,9 @@ or move a folder while a file is put beneath it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -69,7 +69,7 @@ from strongroom.storage.records import (
 )
 from strongroom.storage.sessions import SessionStore
 
-__all__ = ["MAX_KEY_BYTES", "MetadataStore", "open_metadata_store"]
+__all__ = ["MAX_KEY_BYTES", "MetadataStore", "NewFile", "open_metadata_store"]
 
 MAX_KEY_BYTES = tree.MAX_KEY_BYTES
 
@@ -419,32 +419,46 @@ class MetadataStore:
 
         with self._write() as conn:
             tree.lock_owner(conn, owner_id)
-            if tree.kind_of(conn, owner_id, rel_path) == "dir":
-                raise IsADirectoryPathError("put", rel_path, "a folder has this name")
-            tree.ensure_parents(conn, owner_id, rel_path, "put", now)
-            old = conn.execute(
-                _FILE_AT, {"owner_id": owner_id, "rel_path": rel_path}
-            ).first()
-            if old is not None and create_only:
-                raise PathExistsError("put", rel_path, "a file has this name")
-            if old is None:
-                draft = FileRow(
-                    0, owner_id, rel_path, blob_id, size, sha256, content_type, now, now
+            return _put_in(
+                conn, owner_id, rel_path, now, blob_id=blob_id, size=size,
+                sha256=sha256, content_type=content_type, create_only=create_only,
+            )
+
+    def put_many(
+        self, owner_id: int, folders: Sequence[str], puts: Sequence[NewFile]
+    ) -> list[str]:
+        """Add `folders`, then put `puts`, all in one transaction.
+
+        For an archive import: one commit for thousands of members instead of
+        one each, and all or nothing. Folders that exist already are fine; each
+        put behaves as `put_file` (`create_only` refuses an existing file).
+        Returns the replaced files' blob ids, for the caller to delete after
+        this returns.
+
+        Raises:
+            the errors of `put_file` and `add_dir`; nothing is written then.
+        """
+        for rel_path in (*folders, *(p.rel_path for p in puts)):
+            tree.check_key("put", rel_path)
+        now = self._now()
+
+        with self._write() as conn:
+            tree.lock_owner(conn, owner_id)
+            for rel_path in folders:
+                if tree.kind_of(conn, owner_id, rel_path) is None:
+                    tree.ensure_parents(conn, owner_id, rel_path, "mkdir", now)
+                    tree.insert_dirs(conn, owner_id, [rel_path], now)
+                elif tree.kind_of(conn, owner_id, rel_path) != "dir":
+                    raise PathExistsError("mkdir", rel_path, "a file has this name")
+            results = [
+                _put_in(
+                    conn, owner_id, p.rel_path, now, blob_id=p.blob_id, size=p.size,
+                    sha256=p.sha256, content_type=p.content_type,
+                    create_only=p.create_only,
                 )
-                return PutResult(tree.insert_file(conn, draft), None)
-            row = replace(
-                tree.file_row(old),
-                blob_id=blob_id,
-                size=size,
-                sha256=sha256,
-                content_type=content_type,
-                modified=now,
-                damage=None,  # new content: an old finding no longer applies
-            )
-            conn.execute(
-                update(files).where(files.c.id == row.id).values(tree.file_values(row))
-            )
-        return PutResult(row, old.blob_id)
+                for p in puts
+            ]
+        return [r.replaced_blob_id for r in results if r.replaced_blob_id]
 
     def add_dir(
         self,
@@ -616,6 +630,56 @@ _USER_BY_NAME = select(users).where(users.c.name == bindparam("name"))
 _FILE_AT = select(files).where(
     files.c.owner_id == bindparam("owner_id"), files.c.rel_path == bindparam("rel_path")
 )
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """One file for `MetadataStore.put_many`."""
+
+    rel_path: str
+    blob_id: str
+    size: int
+    sha256: str
+    content_type: str
+    create_only: bool = False
+
+
+def _put_in(
+    conn: Connection,
+    owner_id: int,
+    rel_path: str,
+    now: datetime,
+    *,
+    blob_id: str,
+    size: int,
+    sha256: str,
+    content_type: str,
+    create_only: bool,
+) -> PutResult:
+    # The body of `put_file`, inside a transaction that holds the owner's lock.
+    if tree.kind_of(conn, owner_id, rel_path) == "dir":
+        raise IsADirectoryPathError("put", rel_path, "a folder has this name")
+    tree.ensure_parents(conn, owner_id, rel_path, "put", now)
+    old = conn.execute(_FILE_AT, {"owner_id": owner_id, "rel_path": rel_path}).first()
+    if old is not None and create_only:
+        raise PathExistsError("put", rel_path, "a file has this name")
+    if old is None:
+        draft = FileRow(
+            0, owner_id, rel_path, blob_id, size, sha256, content_type, now, now
+        )
+        return PutResult(tree.insert_file(conn, draft), None)
+    row = replace(
+        tree.file_row(old),
+        blob_id=blob_id,
+        size=size,
+        sha256=sha256,
+        content_type=content_type,
+        modified=now,
+        damage=None,  # new content: an old finding no longer applies
+    )
+    values = tree.file_values(row)
+    conn.execute(update(files).where(files.c.id == row.id).values(values))
+    return PutResult(row, old.blob_id)
 
 
 def _utc_now() -> datetime:
