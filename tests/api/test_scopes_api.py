@@ -473,3 +473,41 @@ def test_the_last_active_admin_cannot_be_demoted_or_disabled(
     assert [r.status for r in replies] == [409, 409]
     assert replies[0].json()["code"] == "last_admin"  # type: ignore[index]
     assert still.status == 200
+
+
+def test_an_admin_sets_a_password_which_revokes_every_token(server: LiveServer) -> None:
+    name, password = new_user(server)
+    old = bearer(login(server, name, password, None))
+    admin = {"Authorization": f"Bearer {server.tokens['bob']}", **JSON}
+
+    short = server.request("POST", f"{API}/admin/users/{name}/password",
+                           headers=admin, token=None, body=b'{"new_password": "x"}')
+    done = server.request("POST", f"{API}/admin/users/{name}/password",
+                          headers=admin, token=None,
+                          body=b'{"new_password": "reset-by-admin-1"}')
+    as_user = server.request("POST", f"{API}/admin/users/{name}/password",
+                             headers={**old, **JSON}, token=None,
+                             body=b'{"new_password": "reset-by-user-22"}')
+
+    assert short.status == 400 and done.status == 204
+    assert as_user.status == 401  # the reset already revoked that token
+    assert login(server, name, password, None).status == 401
+    assert login(server, name, "reset-by-admin-1", None).status == 200
+
+
+def test_the_admin_space_list_shows_policies_but_no_host_paths(
+    server: LiveServer,
+) -> None:
+    admin = {"Authorization": f"Bearer {server.tokens['bob']}"}
+
+    reply = server.request("GET", f"{API}/admin/spaces", headers=admin, token=None)
+    refused = server.request("GET", f"{API}/admin/spaces")
+
+    spaces = reply.json()
+    assert isinstance(spaces, list)
+    assert [s["name"] for s in spaces][0] == "home"
+    lab = next(s for s in spaces if s["name"] == "lab")
+    assert lab == {"name": "lab", "kind": "directory", "mode": "rw",
+                   "symlinks": "deny", "hardlinks": "deny", "users": ["alice", "bob"]}
+    assert str(server.parent) not in reply.body.decode()
+    assert refused.status == 403

@@ -98,12 +98,30 @@ def test_sign_out_everywhere_revokes_the_persons_tokens(
     assert web_server.request("GET", "/api/v1/account", token=newcomer).status == 401
 
 
-def test_admin_view_shows_the_spaces_and_how_to_reset_a_password(ada: Page) -> None:
+def test_admin_view_shows_every_space_with_its_policies(ada: Page) -> None:
     spaces = ada.locator("#admin-space-rows tr").all_inner_texts()
 
     assert [line.split()[0] for line in spaces] == ["home", "manuals", "team"]
     expect(ada.locator("#admin-space-rows")).to_contain_text("read-only")
-    expect(ada.locator("#view-admin")).to_contain_text("strongroom user passwd NAME")
+    expect(ada.locator("#admin-space-rows")).to_contain_text("deny")
+
+
+def test_an_admin_sets_a_password_and_the_person_signs_in_with_it(
+    ada: Page, web_server: LiveServer, newcomer: str
+) -> None:
+    web_server.add_logged_in_user(newcomer, NEW_PASSWORD)
+    ada.reload()
+    row = ada.locator(f"#user-rows tr[data-user={newcomer}]")
+
+    row.get_by_role("button", name=f"Set a new password for {newcomer}").click()
+    dialog = ada.locator("#dlg-prompt")
+    expect(dialog.locator("#dlg-prompt-input")).to_have_attribute("type", "password")
+    dialog.locator("#dlg-prompt-input").fill("a brand new passphrase 7")
+    dialog.get_by_role("button", name="Set password").click()
+
+    expect(ada.locator("#notice")).to_contain_text(f"{newcomer} has a new password")
+    assert web_server.request("GET", "/api/v1/account", token=newcomer).status == 401
+    assert web_server.login(newcomer, "a%20brand%20new%20passphrase%207").status == 200
 
 
 def test_people_without_the_admin_scope_get_no_admin_view(as_ben: Page) -> None:

@@ -14,8 +14,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from strongroom.api.deps import AdminUser, get_services
-from strongroom.api.schemas import UserIn, UserOut, UserPatch
+from strongroom.api.schemas import (
+    PasswordSetIn,
+    SpacePolicyOut,
+    UserIn,
+    UserOut,
+    UserPatch,
+)
 from strongroom.api.services import Services
+from strongroom.config import HOME_SPACE_NAME
 from strongroom.errors import LastAdminError, UserNotFoundError
 from strongroom.storage import User
 
@@ -65,6 +72,37 @@ def change_user(
         if not body.active:
             _log_revoked(user, admin, "disabled")
     return _user_out(_find(services, name))
+
+
+@router.post("/users/{name}/password", status_code=204)
+def set_password(
+    name: str, admin: AdminUser, body: PasswordSetIn, services: ServicesDep
+) -> Response:
+    """Set an account's password (the admin's reset); revokes all its tokens."""
+    user = _find(services, name)
+    services.meta.set_password(user.id, services.passwords.hash(body.new_password))
+    _log_revoked(user, admin, "password_reset")
+    return Response(status_code=204)
+
+
+@router.get("/spaces", response_model=list[SpacePolicyOut])
+def list_spaces(admin: AdminUser, services: ServicesDep) -> list[SpacePolicyOut]:
+    """List every space with its policies, as `strongroom.toml` sets them, by name.
+
+    Host paths are left out: they are the server's business, not the API's.
+    """
+    home = SpacePolicyOut(
+        name=HOME_SPACE_NAME, kind="home", mode="rw", symlinks=None,
+        hardlinks=None, users=["*"],
+    )
+    return [home] + [
+        SpacePolicyOut(
+            name=space.name, kind="directory", mode=space.mode,
+            symlinks=space.symlinks, hardlinks=space.hardlinks,
+            users=list(space.users),
+        )
+        for space in sorted(services.settings.spaces, key=lambda s: s.name)
+    ]
 
 
 @router.post("/users/{name}/revoke", status_code=204)

@@ -15,6 +15,8 @@ __all__ = [
     "ApiKeyOut",
     "AccountOut",
     "PasswordChangeIn",
+    "PasswordSetIn",
+    "SpacePolicyOut",
     "UserIn",
     "UserOut",
     "UserPatch",
@@ -98,6 +100,25 @@ class UserIn(BaseModel):
     name: str = Field(pattern=f"^{USER_NAME_PATTERN}$")
     password: str = Field(max_length=1024)
     role: Literal["user", "admin"] = "user"
+
+
+class PasswordSetIn(BaseModel):
+    """A new password an admin sets for an account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    new_password: str = Field(max_length=1024)
+
+
+class SpacePolicyOut(BaseModel):
+    """A space as configured: who may use it and what its policies allow."""
+
+    name: str
+    kind: Literal["home", "directory"]
+    mode: Literal["ro", "rw"]
+    symlinks: Literal["deny", "within"] | None
+    hardlinks: Literal["deny", "allow"] | None
+    users: list[str]
 
 
 class UserPatch(BaseModel):

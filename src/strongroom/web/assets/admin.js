@@ -1,12 +1,9 @@
-// The admin view: accounts (add, role, disable or enable, sign out everywhere)
-// and the spaces this account can see. Shown only to tokens with `admin`.
-//
-// Not here, because the API has no route for them: resetting someone's
-// password (the CLI's `strongroom user passwd`) and the spaces' policies
-// (strongroom.toml). The view says so.
+// The admin view: accounts (add, role, disable or enable, set a password, sign
+// out everywhere) and every space with its policies. Shown only to tokens with
+// `admin`.
 
 import { API, callJson } from "./api.js";
-import { confirmDialog } from "./dialogs.js";
+import { confirmDialog, passwordDialog } from "./dialogs.js";
 import { announce, byId, formatDate, h } from "./dom.js";
 import { currentSession } from "./session.js";
 
@@ -31,11 +28,14 @@ async function showUsers() {
 
 async function showSpaces() {
   try {
-    const spaces = await callJson("GET", `${API}/spaces`);
+    const spaces = await callJson("GET", `${API}/admin/spaces`);
     byId("admin-space-rows").replaceChildren(...spaces.map((space) => h("tr", {},
       h("th", { scope: "row", text: space.name }),
       h("td", { "data-label": "Kind", text: space.kind === "home" ? "home (private)" : "folder" }),
-      h("td", { "data-label": "Access", text: space.mode === "rw" ? "read and write" : "read-only" }))));
+      h("td", { "data-label": "Access", text: space.mode === "rw" ? "read and write" : "read-only" }),
+      h("td", { "data-label": "Symlinks", text: space.symlinks ?? "none (rows only)" }),
+      h("td", { "data-label": "Hard links", text: space.hardlinks ?? "none (rows only)" }),
+      h("td", { "data-label": "Who", text: space.users.join(", ") }))));
   } catch (error) {
     announce(`The spaces could not be listed: ${error.detail}`, "error");
   }
@@ -53,6 +53,11 @@ function userRow(user) {
     "aria-label": `${user.active ? "Disable" : "Enable"} ${user.name}`,
     on: { click: () => setActive(user, !user.active, isMe) },
   });
+  const password = h("button", {
+    type: "button", class: "small", text: "Set password",
+    "aria-label": `Set a new password for ${user.name}`,
+    on: { click: () => setPassword(user, isMe) },
+  });
   const revoke = h("button", {
     type: "button", class: "small", text: "Sign out everywhere",
     "aria-label": `Sign ${user.name} out everywhere`,
@@ -65,7 +70,7 @@ function userRow(user) {
     h("td", { "data-label": "State", text: user.active ? "Active" : "Disabled" }),
     h("td", { "data-label": "Created" },
       h("time", { datetime: user.created, text: formatDate(user.created) })),
-    h("td", { class: "row-actions" }, toggle, revoke));
+    h("td", { class: "row-actions" }, toggle, password, revoke));
 }
 
 async function changeRole(user, select, isMe) {
@@ -96,6 +101,24 @@ async function setActive(user, active, isMe) {
     }
   }
   await patchUser(user, { active }, `${user.name} is ${active ? "enabled" : "disabled"}.`);
+}
+
+async function setPassword(user, isMe) {
+  const done = await passwordDialog({
+    title: `New password for ${user.name}`,
+    label: "New password",
+    hint: `${isMe ? "You" : user.name} will be signed out everywhere.`,
+    confirmLabel: "Set password",
+    action: async (password) => {
+      await callJson("POST",
+        `${API}/admin/users/${encodeURIComponent(user.name)}/password`,
+        { json: { new_password: password } });
+      return true;
+    },
+  });
+  if (done) {
+    announce(`${user.name} has a new password.`);
+  }
 }
 
 async function revokeTokens(user, isMe) {

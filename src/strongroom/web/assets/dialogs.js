@@ -44,6 +44,29 @@ export function promptDialog({ title, label, value = "", confirmLabel = "OK", hi
 }
 
 /**
+ * Ask for a new password in the prompt dialog, masked and never trimmed;
+ * `action(password)` runs on submit, as for `promptDialog`.
+ */
+export async function passwordDialog({ title, label, confirmLabel = "OK", hint = "",
+  action }) {
+  const input = byId("dlg-prompt-input");
+  byId("dlg-prompt-title").textContent = title;
+  byId("dlg-prompt-label").textContent = label;
+  byId("dlg-prompt-hint").textContent = hint;
+  byId("dlg-prompt-ok").textContent = confirmLabel;
+  input.value = "";
+  input.type = "password";
+  input.autocomplete = "new-password";
+  try {
+    return await openDialog(byId("dlg-prompt"), input, () => action(input.value));
+  } finally {
+    input.value = "";
+    input.type = "text";
+    input.autocomplete = "off";
+  }
+}
+
+/**
  * Show `dialog` and resolve with what `onOk` returned, or null on cancel.
  * `onOk` runs on every submit; returning KEEP_OPEN leaves the dialog open.
  *
