@@ -29,11 +29,7 @@ export function confirmDialog({ title, message, confirmLabel = "OK", danger = fa
 export function promptDialog({ title, label, value = "", confirmLabel = "OK", hint = "",
   action }) {
   const dialog = byId("dlg-prompt");
-  byId("dlg-prompt-title").textContent = title;
-  byId("dlg-prompt-label").textContent = label;
-  byId("dlg-prompt-hint").textContent = hint;
-  byId("dlg-prompt-ok").textContent = confirmLabel;
-  const input = byId("dlg-prompt-input");
+  const input = labelPrompt({ title, label, hint, confirmLabel });
   input.value = value;
   const opened = openDialog(dialog, input, () => action(input.value.trim()));
   // Select the name without its extension, ready to be typed over.
@@ -49,11 +45,7 @@ export function promptDialog({ title, label, value = "", confirmLabel = "OK", hi
  */
 export async function passwordDialog({ title, label, confirmLabel = "OK", hint = "",
   action }) {
-  const input = byId("dlg-prompt-input");
-  byId("dlg-prompt-title").textContent = title;
-  byId("dlg-prompt-label").textContent = label;
-  byId("dlg-prompt-hint").textContent = hint;
-  byId("dlg-prompt-ok").textContent = confirmLabel;
+  const input = labelPrompt({ title, label, hint, confirmLabel });
   input.value = "";
   input.type = "password";
   input.autocomplete = "new-password";
@@ -64,6 +56,15 @@ export async function passwordDialog({ title, label, confirmLabel = "OK", hint =
     input.type = "text";
     input.autocomplete = "off";
   }
+}
+
+/** Put the texts into the prompt dialog; return its input. */
+function labelPrompt({ title, label, hint, confirmLabel }) {
+  byId("dlg-prompt-title").textContent = title;
+  byId("dlg-prompt-label").textContent = label;
+  byId("dlg-prompt-hint").textContent = hint;
+  byId("dlg-prompt-ok").textContent = confirmLabel;
+  return byId("dlg-prompt-input");
 }
 
 /**
