@@ -21,6 +21,7 @@ from strongroom.errors import (
     UserNotFoundError,
 )
 from strongroom.storage import MAX_KEY_BYTES, MetadataStore, open_metadata_store
+from strongroom.storage.metadata import NewFile
 from strongroom.storage.records import User
 
 
@@ -767,3 +768,63 @@ def test_an_unreachable_database_raises_storage_error_without_sql(tmp_path) -> N
 def test_open_metadata_store_refuses_other_databases(url: str) -> None:
     with pytest.raises(ConfigError):
         open_metadata_store(url)
+
+
+# put_many: the batch an archive import publishes
+
+
+def _new(rel_path: str, n: int, *, create_only: bool = False) -> NewFile:
+    return NewFile(rel_path, f"{n:032x}", n, "0" * 64, "text/plain", create_only)
+
+
+def test_put_many_adds_folders_and_files_in_one_go(store: MetadataStore) -> None:
+    owner = store.add_user("alice", "hash").id
+
+    replaced = store.put_many(
+        owner, ["x"], [_new("x/a.txt", 1), _new("d/e/b.txt", 2), _new("c.txt", 3)]
+    )
+
+    assert replaced == []
+    assert {e.name for e in store.list_children(owner, "", None, 10).entries} == {
+        "x", "d", "c.txt"}
+    assert store.get_file(owner, "d/e/b.txt") is not None
+
+
+def test_put_many_replaces_and_reports_the_old_blobs(store: MetadataStore) -> None:
+    owner = store.add_user("alice", "hash").id
+    store.put_many(owner, [], [_new("a.txt", 1)])
+
+    replaced = store.put_many(owner, [], [_new("a.txt", 2), _new("b.txt", 3)])
+
+    assert replaced == [f"{1:032x}"]
+    row = store.get_file(owner, "a.txt")
+    assert row is not None and row.blob_id == f"{2:032x}"
+
+
+@pytest.mark.parametrize(
+    ("first", "batch", "error"),
+    [([_new("a.txt", 1)], [_new("b.txt", 2), _new("a.txt", 3, create_only=True)],
+      PathExistsError),
+     ([], [_new("f", 4), _new("f/g.txt", 5)], NotADirectoryPathError),
+     ([_new("f", 6)], [_new("f/g.txt", 7)], NotADirectoryPathError)],
+    ids=["create-only-taken", "file-then-beneath-it", "beneath-a-stored-file"],
+)
+def test_put_many_is_all_or_nothing(
+    store: MetadataStore, first: list[NewFile], batch: list[NewFile],
+    error: type[Exception],
+) -> None:
+    owner = store.add_user("alice", "hash").id
+    store.put_many(owner, [], first)
+    before = store.list_children(owner, "", None, 10).entries
+
+    with pytest.raises(error):
+        store.put_many(owner, ["new-folder"], batch)
+
+    assert store.list_children(owner, "", None, 10).entries == before
+
+
+def test_put_many_refuses_a_folder_at_a_files_name(store: MetadataStore) -> None:
+    owner = store.add_user("alice", "hash").id
+
+    with pytest.raises(IsADirectoryPathError):
+        store.put_many(owner, ["d"], [_new("d", 1)])

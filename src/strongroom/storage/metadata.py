@@ -43,6 +43,7 @@ from strongroom.errors import (
     DirectoryNotEmptyError,
     InvalidPathError,
     IsADirectoryPathError,
+    NotADirectoryPathError,
     PathExistsError,
     PathNotFoundError,
     StorageError,
@@ -432,33 +433,29 @@ class MetadataStore:
         For an archive import: one commit for thousands of members instead of
         one each, and all or nothing. Folders that exist already are fine; each
         put behaves as `put_file` (`create_only` refuses an existing file).
-        Returns the replaced files' blob ids, for the caller to delete after
-        this returns.
+        The paths of `puts` must differ. Returns the replaced files' blob ids,
+        for the caller to delete after this returns.
 
         Raises:
             the errors of `put_file` and `add_dir`; nothing is written then.
+            ValueError: two puts name the same path.
         """
         for rel_path in (*folders, *(p.rel_path for p in puts)):
             tree.check_key("put", rel_path)
+        if len({p.rel_path for p in puts}) != len(puts):
+            raise ValueError("put_many was given the same path twice")
         now = self._now()
 
         with self._write() as conn:
             tree.lock_owner(conn, owner_id)
             for rel_path in folders:
-                if tree.kind_of(conn, owner_id, rel_path) is None:
+                kind = tree.kind_of(conn, owner_id, rel_path)
+                if kind is None:
                     tree.ensure_parents(conn, owner_id, rel_path, "mkdir", now)
                     tree.insert_dirs(conn, owner_id, [rel_path], now)
-                elif tree.kind_of(conn, owner_id, rel_path) != "dir":
+                elif kind != "dir":
                     raise PathExistsError("mkdir", rel_path, "a file has this name")
-            results = [
-                _put_in(
-                    conn, owner_id, p.rel_path, now, blob_id=p.blob_id, size=p.size,
-                    sha256=p.sha256, content_type=p.content_type,
-                    create_only=p.create_only,
-                )
-                for p in puts
-            ]
-        return [r.replaced_blob_id for r in results if r.replaced_blob_id]
+            return _put_batch(conn, owner_id, puts, now, known_dirs=set(folders))
 
     def add_dir(
         self,
@@ -642,6 +639,56 @@ class NewFile:
     sha256: str
     content_type: str
     create_only: bool = False
+
+
+def _put_batch(
+    conn: Connection,
+    owner_id: int,
+    puts: Sequence[NewFile],
+    now: datetime,
+    *,
+    known_dirs: set[str],
+) -> list[str]:
+    # `_put_in` for many files at once: each folder's parents are ensured once
+    # (they then exist for every file beneath it), and the new rows go in with
+    # one executemany. Replacements are updated one by one, as `_put_in` does.
+    new_rows: list[dict[str, object]] = []
+    new_paths: set[str] = set()  # not in the table until the executemany
+    replaced: list[str] = []
+    for put in puts:
+        blocking = [a for a in tree.ancestors(put.rel_path) if a in new_paths]
+        if blocking:
+            reason = f"{blocking[0]!r} is a file"
+            raise NotADirectoryPathError("put", put.rel_path, reason)
+        parent = tree.parent_of(put.rel_path)
+        if parent and parent not in known_dirs:
+            tree.ensure_parents(conn, owner_id, put.rel_path, "put", now)
+            known_dirs.update(tree.ancestors(put.rel_path))
+        old = conn.execute(
+            _FILE_AT, {"owner_id": owner_id, "rel_path": put.rel_path}
+        ).first()
+        if old is None:
+            if tree.kind_of(conn, owner_id, put.rel_path) == "dir":
+                raise IsADirectoryPathError(
+                    "put", put.rel_path, "a folder has this name"
+                )
+            draft = FileRow(
+                0, owner_id, put.rel_path, put.blob_id, put.size, put.sha256,
+                put.content_type, now, now,
+            )
+            new_rows.append(tree.file_values(draft))
+            new_paths.add(put.rel_path)
+            continue
+        result = _put_in(
+            conn, owner_id, put.rel_path, now, blob_id=put.blob_id, size=put.size,
+            sha256=put.sha256, content_type=put.content_type,
+            create_only=put.create_only,
+        )
+        if result.replaced_blob_id:
+            replaced.append(result.replaced_blob_id)
+    if new_rows:
+        conn.execute(insert(files), new_rows)
+    return replaced
 
 
 def _put_in(
