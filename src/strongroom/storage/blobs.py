@@ -200,10 +200,14 @@ class LocalBlobStore:
         blob_id = new_blob_id()
         key = _blob_key(blob_id)
         with _storage_errors(f"blob {blob_id} cannot be created"):
-            # Shard folders are made once and kept: removing an empty one when a
-            # write aborts could pull it from under another writer about to use it.
-            self._root.mkdir(key.rsplit("/", 1)[0], parents=True, exist_ok=True)
-            writer = self._root.open_writer(key, exclusive=True, durable=durable)
+            try:
+                writer = self._root.open_writer(key, exclusive=True, durable=durable)
+            except PathNotFoundError:
+                # Shard folders are made on first use and kept: removing an empty
+                # one when a write aborts could pull it from under another writer
+                # about to use it. Trying the open first saves a mkdir per blob.
+                self._root.mkdir(key.rsplit("/", 1)[0], parents=True, exist_ok=True)
+                writer = self._root.open_writer(key, exclusive=True, durable=durable)
         return LocalBlobWriter(blob_id, writer, max_bytes)
 
     def sync(self) -> None:
