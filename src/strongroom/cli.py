@@ -249,12 +249,7 @@ def _user_passwd(args: argparse.Namespace, settings: Settings) -> int:
 
 def _user_role(args: argparse.Namespace, settings: Settings) -> int:
     """Give a user another role; every token issued before it is refused."""
-    store = _open_store(settings)
-    try:
-        user = _find_user(store, args.name)
-        store.set_role(user.id, args.role)
-    finally:
-        store.close()
+    user = _change_user(settings, args.name, lambda s, u: s.set_role(u.id, args.role))
     log.warning("tokens_revoked", extra={"user_id": user.id, "reason": "role_change"})
     print(f"{user.name!r} is now {args.role}; their older tokens are refused")
     return EXIT_OK
@@ -262,12 +257,9 @@ def _user_role(args: argparse.Namespace, settings: Settings) -> int:
 
 def _user_set_active(args: argparse.Namespace, settings: Settings) -> int:
     """Disable (revoking every token) or enable an account, keeping its files."""
-    store = _open_store(settings)
-    try:
-        user = _find_user(store, args.name)
-        store.set_active(user.id, args.active)
-    finally:
-        store.close()
+    user = _change_user(
+        settings, args.name, lambda s, u: s.set_active(u.id, args.active)
+    )
     if not args.active:
         log.warning("tokens_revoked", extra={"user_id": user.id, "reason": "disabled"})
         print(f"disabled {user.name!r}; their tokens are refused, their files kept")
@@ -278,12 +270,7 @@ def _user_set_active(args: argparse.Namespace, settings: Settings) -> int:
 
 def _token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     """Refuse every access and refresh token issued to a user until now."""
-    store = _open_store(settings)
-    try:
-        user = _find_user(store, args.user)
-        store.revoke_tokens(user.id)
-    finally:
-        store.close()
+    user = _change_user(settings, args.user, lambda s, u: s.revoke_tokens(u.id))
     log.warning("tokens_revoked", extra={"user_id": user.id, "reason": "admin"})
     print(
         f"revoked every token of {user.name!r}; each server refuses them on its "
@@ -363,6 +350,19 @@ def _open_store(settings: Settings) -> MetadataStore:
             f"data_dir {str(settings.data_dir)!r} cannot be created: {exc.strerror}"
         ) from None
     return open_metadata_store(settings.database_url)
+
+
+def _change_user(
+    settings: Settings, name: str, change: Callable[[MetadataStore, User], None]
+) -> User:
+    """Find the user `name` and apply `change` to it, with the store closed after."""
+    store = _open_store(settings)
+    try:
+        user = _find_user(store, name)
+        change(store, user)
+    finally:
+        store.close()
+    return user
 
 
 def _find_user(store: MetadataStore, name: str) -> User:

@@ -18,7 +18,9 @@ import pytest
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import OperationalError
 
+from strongroom.confine import Root
 from strongroom.storage import MetadataStore, open_metadata_store
+from strongroom.storage.spaces import DirectorySpace
 
 POSTGRES_URL = os.environ.get(
     "STRONGROOM_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test"
@@ -90,3 +92,17 @@ def store(database_url: str, clock: FakeClock) -> Iterator[MetadataStore]:
     opened = open_metadata_store(database_url, now=clock)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def space_dir(tmp_path: Path) -> Path:
+    """An empty folder to serve as a directory space."""
+    (tmp_path / "space").mkdir()
+    return tmp_path / "space"
+
+
+@pytest.fixture
+def space(space_dir: Path) -> Iterator[DirectorySpace]:
+    """A read-write directory space named "lab" over `space_dir`."""
+    with Root(space_dir) as root:
+        yield DirectorySpace("lab", root, writable=True)

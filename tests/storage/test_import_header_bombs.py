@@ -16,9 +16,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from strongroom.confine import Root
 from strongroom.storage.imports import MAX_IMPORT_PATHS, import_archive
 from strongroom.storage.spaces import DirectorySpace
 
@@ -28,19 +25,6 @@ from strongroom.storage.spaces import DirectorySpace
 # The bound only tells those apart, with room for a busy CI machine: timing
 # figures belong in bench/, not here.
 MAX_SECONDS = 60.0
-
-
-@pytest.fixture
-def space_dir(tmp_path: Path) -> Path:
-    (tmp_path / "space").mkdir()
-    return tmp_path / "space"
-
-
-@pytest.fixture
-def space(space_dir: Path) -> Iterator[DirectorySpace]:
-    root = Root(space_dir)
-    yield DirectorySpace("lab", root, writable=True)
-    root.close()
 
 
 def gzip_stream(parts: Iterator[bytes]) -> io.BytesIO:

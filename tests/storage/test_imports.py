@@ -8,29 +8,15 @@ import shutil
 import subprocess
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from strongroom.confine import Root
 from strongroom.storage.imports import ImportLimits, import_archive
 from strongroom.storage.spaces import DirectorySpace
 
 SMALL = ImportLimits(max_members=5, max_total_bytes=3000, max_member_bytes=2000,
                      max_ratio=10, ratio_floor_bytes=1000)
-
-
-@pytest.fixture
-def space_dir(tmp_path: Path) -> Path:
-    (tmp_path / "space").mkdir()
-    return tmp_path / "space"
-
-
-@pytest.fixture
-def space(space_dir: Path) -> Iterator[DirectorySpace]:
-    with Root(space_dir) as root:
-        yield DirectorySpace("lab", root, writable=True)
 
 
 def tar_of(members: dict[str, bytes], compression: str = "") -> io.BytesIO:

@@ -36,15 +36,9 @@ class StopImportError(Exception):
 
 
 @pytest.fixture
-def space_dir(tmp_path: Path) -> Path:
-    (tmp_path / "space").mkdir()
-    return tmp_path / "space"
-
-
-@pytest.fixture
-def lab(space_dir: Path) -> Iterator[DirectorySpace]:
-    with Root(space_dir) as root:
-        yield DirectorySpace("lab", root, writable=True)
+def lab(space: DirectorySpace) -> DirectorySpace:
+    """The conftest's read-write directory space, under the name these tests use."""
+    return space
 
 
 @pytest.fixture
