@@ -17,6 +17,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from confine_harness import (
@@ -31,6 +32,7 @@ from confine_harness import (
 )
 
 from strongroom.confine import Root, openat2_available
+from strongroom.confine._sys import LINK_WATCH
 from strongroom.errors import (
     ConfigError,
     HardlinkRefusedError,
@@ -184,6 +186,88 @@ def test_file_with_a_second_hard_link_is_refused_by_default(
         outcome = tree.run_op(lambda: call_with_path(root, operation, path))
 
     assert isinstance(outcome.error, HardlinkRefusedError), outcome.describe()
+
+
+class LinkFlipper:
+    """Play the attacker at the two moments the product resolves `hl`.
+
+    At the first resolve (the open) the name leads to the outside secret, which
+    then loses its inside link; at the second (the re-check) the link is put back
+    just for the lookup and taken away again. The descriptor's count reads 1 both
+    times and the name led to the same file: only a watch on the link count sees
+    that the count was 2 in between.
+    """
+
+    def __init__(self, tree: CaseTree, root: Root) -> None:
+        self.tree, self.calls = tree, 0
+        self.real_open = root._open_path
+
+    def __call__(self, *args: object, **kwargs: object) -> int:
+        self.calls += 1
+        if self.calls == 2:
+            self.link_secret_in()
+        fd = self.real_open(*args, **kwargs)
+        self.replace_with_public()
+        return fd
+
+    def link_secret_in(self) -> None:
+        root_fd = self.tree.root_fd
+        os.link("secret.txt", "hl-tmp", src_dir_fd=self.tree.outside_fd,
+                dst_dir_fd=root_fd)
+        os.rename("hl-tmp", "hl", src_dir_fd=root_fd, dst_dir_fd=root_fd)
+
+    def replace_with_public(self) -> None:
+        root_fd = self.tree.root_fd
+        fd = os.open("pub-tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644,
+                     dir_fd=root_fd)
+        os.close(fd)
+        os.rename("pub-tmp", "hl", src_dir_fd=root_fd, dst_dir_fd=root_fd)
+
+
+@pytest.mark.parametrize("watch", ["inotify", "ctime"])
+@pytest.mark.parametrize("operation", ["read_bytes", "stat"])
+def test_a_link_flipped_in_and_out_around_each_lookup_is_refused(
+    tree: CaseTree,
+    open_root: OpenRoot,
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+    watch: str,
+) -> None:
+    """The hard-link window: count 1 at both looks, yet an outside file."""
+    build_basic(tree, *HARDLINKS)
+    root = open_root(symlinks="deny", hardlinks="deny")
+    if watch == "ctime":  # inotify unavailable: the timestamp comparison
+        monkeypatch.setattr(LINK_WATCH, "_instance", lambda: None)
+    flipper = LinkFlipper(tree, root)
+    monkeypatch.setattr(root, "_open_path", flipper)
+
+    with tree.guard_outside():
+        outcome = tree.run_op(lambda: call_with_path(root, operation, "hl"))
+
+    assert flipper.calls == 2, "the re-check did not resolve the name again"
+    assert isinstance(outcome.error, HardlinkRefusedError), outcome.describe()
+
+
+def test_the_link_watch_reports_link_changes_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    fd = os.open(tmp_path / "f", os.O_PATH)
+    try:
+        with LINK_WATCH.watching(fd) as changed:
+            assert changed is not None, "inotify is unavailable on this machine"
+            (tmp_path / "f").read_bytes()
+            os.fstat(fd)
+            assert not changed()
+            os.link(tmp_path / "f", tmp_path / "g")
+            assert changed()
+            assert not changed()
+            os.unlink(tmp_path / "g")
+            assert changed()
+        with LINK_WATCH.watching(fd) as changed:
+            assert changed is not None and not changed()
+    finally:
+        os.close(fd)
 
 
 def test_write_to_a_hard_linked_name_is_refused_and_changes_nothing(

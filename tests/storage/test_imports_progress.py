@@ -19,9 +19,10 @@ from strongroom.confine import Root
 from strongroom.errors import NotADirectoryPathError, PermissionDeniedError
 from strongroom.storage import MetadataStore
 from strongroom.storage._unpack import MAX_HEADER_RECORD_BYTES
-from strongroom.storage.blobs import LocalBlobStore
+from strongroom.storage.blobs import LocalBlobStore, new_blob_id
 from strongroom.storage.home import HomeSpace
 from strongroom.storage.imports import (
+    BLOBS_PER_SHARD_RUN,
     ImportProgress,
     check_import_target,
     import_archive,
@@ -203,3 +204,32 @@ def test_the_reader_steps_over_the_data_of_a_member_it_does_not_read(
 
     assert [(m.name, m.status) for m in report.members] == [
         ("odd", "refused"), ("after.txt", "skipped")]
+
+
+def test_a_home_import_puts_its_blobs_in_a_few_shard_folders(
+    home: HomeSpace, blobs_dir: Path, store: MetadataStore
+) -> None:
+    """A run of blobs shares one shard folder: not a mkdir for nearly every blob."""
+    count = 2 * BLOBS_PER_SHARD_RUN + 10
+    archive = tar_of({f"d/f{n:04d}.txt": b"x%d" % n for n in range(count)})
+
+    assert run(home, archive) == "imported"
+
+    shards = {Path(name).parent for name in files_under(blobs_dir)}
+    assert len(files_under(blobs_dir)) == count
+    assert len(shards) == 3
+    for n in (0, count - 1):
+        row = store.get_file(home.owner_id, f"d/f{n:04d}.txt")
+        assert row is not None
+        with home.blob_store.open_blob(row.blob_id) as handle:
+            assert handle.read() == b"x%d" % n
+
+
+def test_blob_ids_made_near_another_share_only_its_shard() -> None:
+    first = new_blob_id()
+    near = [new_blob_id(first) for _ in range(50)]
+
+    assert {blob_id[:4] for blob_id in near} == {first[:4]}
+    assert len({blob_id[4:] for blob_id in [first, *near]}) == 51
+    with pytest.raises(ValueError):
+        new_blob_id("../../etc/passwd")

@@ -806,8 +806,11 @@ def test_put_many_replaces_and_reports_the_old_blobs(store: MetadataStore) -> No
     [([_new("a.txt", 1)], [_new("b.txt", 2), _new("a.txt", 3, create_only=True)],
       PathExistsError),
      ([], [_new("f", 4), _new("f/g.txt", 5)], NotADirectoryPathError),
-     ([_new("f", 6)], [_new("f/g.txt", 7)], NotADirectoryPathError)],
-    ids=["create-only-taken", "file-then-beneath-it", "beneath-a-stored-file"],
+     ([_new("f", 6)], [_new("f/g.txt", 7)], NotADirectoryPathError),
+     ([], [_new("p/q.txt", 8), _new("p", 9)], IsADirectoryPathError),
+     ([_new("s/t.txt", 10)], [_new("s", 11)], IsADirectoryPathError)],
+    ids=["create-only-taken", "file-then-beneath-it", "beneath-a-stored-file",
+         "file-where-the-batch-made-a-folder", "file-at-a-stored-folder"],
 )
 def test_put_many_is_all_or_nothing(
     store: MetadataStore, first: list[NewFile], batch: list[NewFile],

@@ -1,10 +1,12 @@
-"""Syscalls that Python's standard library does not wrap: openat2(2) and renameat2(2).
+"""Syscalls that Python's standard library does not wrap: openat2(2), renameat2(2),
+syncfs(2), statx(2) and inotify(7).
 
-Both are called through ctypes. Nothing here decides policy; the resolvers do.
+All are called through ctypes. Nothing here decides policy; the resolvers do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -12,12 +14,15 @@ import os
 import platform
 import struct
 import threading
+from collections.abc import Callable, Iterator
 
 __all__ = [
     "RENAME_NOREPLACE",
     "RESOLVE_BENEATH",
     "RESOLVE_NO_MAGICLINKS",
     "RESOLVE_NO_SYMLINKS",
+    "LINK_WATCH",
+    "LinkCountWatch",
     "RESOLVE_NO_XDEV",
     "openat2",
     "mode_and_mount_id",
@@ -191,3 +196,89 @@ def _try_openat2() -> bool:
         raise
     os.close(fd)
     return True
+
+
+# inotify(7): IN_ATTRIB is raised on an inode whose link count changes (link,
+# unlink, a rename over one of its names), as well as on chmod, chown and utimes.
+_IN_ATTRIB = 0x4
+_IN_Q_OVERFLOW = 0x4000  # events were lost: assume ours was among them
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+_EVENT_HEADER = struct.Struct("<iIII")  # wd, mask, cookie, len (then a name)
+for _name, _restype, _argtypes in (
+    ("inotify_init1", ctypes.c_int, [ctypes.c_int]),
+    ("inotify_add_watch", ctypes.c_int,
+     [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]),
+    ("inotify_rm_watch", ctypes.c_int, [ctypes.c_int, ctypes.c_int]),
+):
+    _function = getattr(_libc, _name, None)
+    if _function is not None:
+        _function.restype = _restype
+        _function.argtypes = _argtypes
+
+
+class LinkCountWatch:
+    """Tell, without trusting any clock, whether a file's links changed meanwhile.
+
+    One inotify instance serves the whole process (the kernel allows a user only
+    a few instances), so watches are taken one at a time under a lock:
+
+        with LINK_WATCH.watching(fd) as changed:
+            ...                   # look at the file and its name
+            if changed(): ...     # a link was added or removed since `watching`
+
+    `watching` yields None when inotify is unavailable (no /proc, a seccomp
+    filter, the watch limit reached); the caller then needs another check.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._broken = False
+
+    @contextlib.contextmanager
+    def watching(self, fd: int) -> Iterator[Callable[[], bool] | None]:
+        with self._lock:
+            inotify = self._instance()
+            if inotify is None:
+                yield None
+                return
+            self._drain(inotify, -1)
+            path = f"/proc/self/fd/{fd}".encode()
+            wd = _libc.inotify_add_watch(inotify, path, _IN_ATTRIB)
+            if wd < 0:
+                yield None
+                return
+            try:
+                yield lambda: self._drain(inotify, wd)
+            finally:
+                _libc.inotify_rm_watch(inotify, wd)
+
+    def _instance(self) -> int | None:
+        if self._fd is None and not self._broken:
+            init = getattr(_libc, "inotify_init1", None)
+            fd = init(_IN_NONBLOCK | _IN_CLOEXEC) if init is not None else -1
+            if fd < 0:
+                self._broken = True
+            else:
+                self._fd = fd
+        return self._fd
+
+    @staticmethod
+    def _drain(inotify: int, wd: int) -> bool:
+        """Read every queued event; tell whether one was IN_ATTRIB on `wd`."""
+        seen = False
+        while True:
+            try:
+                data = os.read(inotify, 4096)
+            except BlockingIOError:
+                return seen
+            offset = 0
+            while offset + _EVENT_HEADER.size <= len(data):
+                event_wd, mask, _cookie, size = _EVENT_HEADER.unpack_from(data, offset)
+                ours = event_wd == wd and bool(mask & _IN_ATTRIB)
+                seen = seen or ours or bool(mask & _IN_Q_OVERFLOW)
+                offset += _EVENT_HEADER.size + size
+
+
+LINK_WATCH = LinkCountWatch()

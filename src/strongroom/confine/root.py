@@ -17,6 +17,7 @@ from strongroom.confine import _resolve
 from strongroom.confine._errors import path_error
 from strongroom.confine._names import STAGING_PREFIX, UserPath, parse_user_path
 from strongroom.confine._sys import (
+    LINK_WATCH,
     RENAME_NOREPLACE,
     openat2_available,
     renameat2,
@@ -68,6 +69,7 @@ _Mount = tuple[int, int | None]
 # File timestamps come from a coarse clock that may lag the real time by a tick
 # (a few ms); one second of slack keeps the ctime shortcut below on the safe side.
 CTIME_SLACK_NS = 1_000_000_000
+_MANY_LINKS = "the file has more than one hard link, which this space refuses"
 _NEW_FILE_MODE = 0o644
 _NEW_DIR_MODE = 0o755
 
@@ -617,40 +619,52 @@ class Root:
         Design note. The link count is read from the opened descriptor, but an
         attacker who can hard-link an outside file to a name in the root can also
         remove that name again between our open and our fstat, so the count reads
-        1 while the descriptor holds the outside file. After the first check we
-        resolve the name once more (through the resolver, so still confined) and
-        fstat the descriptor again: the name must still lead to the same inode,
-        and neither its link count nor its ctime (which every link and unlink
-        updates) may have moved. This shrinks the window to an attacker who
-        unlinks, relinks and unlinks again within one timestamp tick between two
-        syscalls; it cannot close it. The extra resolve is skipped when the file's
-        ctime is older than our open, since any link or unlink would have moved
-        it. What closes the window is the kernel: with
-        fs.protected_hardlinks=1 (the default) nobody can link a file they cannot
-        read and write, and a space on its own mount cannot hold links to files
-        outside it (EXDEV).
+        1 while the descriptor holds the outside file. What we need is one moment
+        at which the name led to the file and the file had one link: then that
+        link was the name, inside the root. `_confirm_only_link` finds it.
+
+        The shortcut: link(2) and unlink(2) set ctime to "now", so a file whose
+        ctime is well older than our open had no link added or removed since, and
+        the count we read is the count it had when the name led to it. The kernel
+        itself closes the window for good with fs.protected_hardlinks=1 (nobody
+        can link a file they cannot read and write) or a space on its own mount
+        (links across mounts fail with EXDEV).
         """
         if self.hardlinks == "allow" or not stat.S_ISREG(st.st_mode):
             return
-        reason = "the file has more than one hard link, which this space refuses"
         if st.st_nlink > 1:
-            raise HardlinkRefusedError(op, up.text, reason)
+            raise HardlinkRefusedError(op, up.text, _MANY_LINKS)
         if fd < 0 or st.st_ctime_ns < opened_ns - CTIME_SLACK_NS:
-            # link(2) and unlink(2) set ctime to "now": a file whose ctime is
-            # older than our open had no link added or removed since, so the
-            # count we read is the count it had when we opened it.
             return
-        probe = self._open_path(up, os.O_PATH, op=op)
-        try:
-            named = os.fstat(probe)
-        finally:
-            os.close(probe)
-        again = os.fstat(fd)
-        if (
-            (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino)
-            or again.st_nlink != 1
-            or again.st_ctime_ns != st.st_ctime_ns
-        ):
+        self._confirm_only_link(op, up, fd, st)
+
+    def _confirm_only_link(
+        self, op: str, up: UserPath, fd: int, st: os.stat_result
+    ) -> None:
+        """Prove that `fd`'s file had one link, and `up` named it, at one moment.
+
+        An inotify watch on the file reports every change of its link count, so:
+        watch, read the count (1), resolve the name again (through the resolver,
+        so still confined) to the same inode, and find no change reported. The
+        count was then 1 while the name led to the file. Comparing ctimes instead
+        fails when two changes share one timestamp (coarse clocks, a clock
+        stepped back); it is used only where inotify is unavailable.
+        """
+        with LINK_WATCH.watching(fd) as changed:
+            now = os.fstat(fd)
+            if now.st_nlink != 1:
+                raise HardlinkRefusedError(op, up.text, _MANY_LINKS)
+            probe = self._open_path(up, os.O_PATH, op=op)
+            try:
+                named = os.fstat(probe)
+            finally:
+                os.close(probe)
+            if changed is not None:
+                moved = changed()
+            else:
+                after = os.fstat(fd)
+                moved = after.st_nlink != 1 or after.st_ctime_ns != st.st_ctime_ns
+        if moved or (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
             reason = "the file's links changed while it was opened; try again"
             raise HardlinkRefusedError(op, up.text, reason)
 

@@ -58,11 +58,22 @@ STALE_STAGING_SECONDS = 3600.0
 log = logging.getLogger("strongroom.storage")
 
 _BLOB_ID = re.compile(r"[0-9a-f]{32}")
+_SHARD_DIGITS = 4  # "ab/cd": see _blob_key
 
 
-def new_blob_id() -> str:
-    """Return a fresh random blob id (32 lowercase hex digits)."""
-    return secrets.token_hex(16)
+def new_blob_id(near: str | None = None) -> str:
+    """Return a fresh random blob id (32 lowercase hex digits).
+
+    With `near` (another blob id) the new id shares its first four digits, and so
+    its shard folder: a batch of many small blobs then makes one folder per run
+    instead of one for nearly every blob (a mkdir costs as much as the file). The
+    other 112 bits stay random, still far beyond guessing.
+    """
+    if near is None:
+        return secrets.token_hex(16)
+    if not _BLOB_ID.fullmatch(near):
+        raise ValueError("near must be a blob id")
+    return near[:_SHARD_DIGITS] + secrets.token_hex(16 - _SHARD_DIGITS // 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +111,17 @@ class BlobStore(Protocol):
     """Where home-space file contents live, addressed by blob id."""
 
     def create_blob(
-        self, *, max_bytes: int | None = None, durable: bool = True
+        self,
+        *,
+        max_bytes: int | None = None,
+        durable: bool = True,
+        near: str | None = None,
     ) -> BlobWriter:
-        """Start writing a new blob under a fresh id (`durable=False`: see `sync`)."""
+        """Start writing a new blob under a fresh id (`durable=False`: see `sync`).
+
+        `near` names an earlier blob of the same batch: a store with folders
+        puts the new blob beside it.
+        """
 
     def sync(self) -> None:
         """Make every blob written so far durable."""
@@ -187,17 +206,22 @@ class LocalBlobStore:
         self._root.close()
 
     def create_blob(
-        self, *, max_bytes: int | None = None, durable: bool = True
+        self,
+        *,
+        max_bytes: int | None = None,
+        durable: bool = True,
+        near: str | None = None,
     ) -> LocalBlobWriter:
         """Start writing a new blob; see `LocalBlobWriter`.
 
         `durable=False` skips the per-blob fsyncs, for a batch of blobs that the
         caller makes durable at once with `sync` before any row refers to them.
+        `near` (an earlier blob's id) puts the blob in that blob's shard folder.
 
         Raises:
             StorageError: the staging file cannot be created.
         """
-        blob_id = new_blob_id()
+        blob_id = new_blob_id(near)
         key = _blob_key(blob_id)
         with _storage_errors(f"blob {blob_id} cannot be created"):
             try:

@@ -64,6 +64,9 @@ _Action = Literal["mkdir", "create", "replace"]
 # Files and folders one import may create, implied parent folders included: twice
 # the member limit leaves room for one folder per file, no more.
 MAX_IMPORT_PATHS = 20_000
+# A home import puts runs of this many blobs in one shard folder (a mkdir per blob
+# had cost as much as writing the blob); 256 keeps each folder's share small.
+BLOBS_PER_SHARD_RUN = 256
 
 _LINK_REASON = "links are never imported (the target is not created either)"
 _SPECIAL_REASON = "only files and folders are imported (this is a {kind})"
@@ -533,6 +536,7 @@ class _HomeStage:
         self._home = home
         self._staged: dict[str, BlobInfo] = {}
         self._published: set[str] = set()
+        self._shard_mate: str | None = None  # the blob the next one goes beside
 
     def add_dir(self, rel: str) -> None:
         return None  # Folders are rows, made on publish.
@@ -540,14 +544,16 @@ class _HomeStage:
     def write_file(self, rel: str, chunks: Iterator[bytes]) -> None:
         # Not fsync-ed one by one: `publish` syncs the blob store once before
         # any row refers to these blobs.
-        writer = self._home.blob_store.create_blob(durable=False)
+        near = self._shard_mate if len(self._staged) % BLOBS_PER_SHARD_RUN else None
+        writer = self._home.blob_store.create_blob(durable=False, near=near)
         try:
             for chunk in chunks:
                 writer.write(chunk)
-            self._staged[rel] = writer.commit()
+            self._staged[rel] = info = writer.commit()
         except BaseException:
             writer.abort()
             raise
+        self._shard_mate = info.blob_id
 
     def existing_kind(self, dst: str) -> str | None:
         return _kind_in_home(self._home, dst)

@@ -624,6 +624,8 @@ _USER_BY_ID = select(users, _SESSION_LIVE.label("session_live")).where(
 )
 _USER_CREATED = select(users.c.created).where(users.c.id == bindparam("user_id"))
 _USER_BY_NAME = select(users).where(users.c.name == bindparam("name"))
+# Bound parameters per IN list: well under SQLite's and PostgreSQL's limits.
+_PATHS_PER_QUERY = 500
 _FILE_AT = select(files).where(
     files.c.owner_id == bindparam("owner_id"), files.c.rel_path == bindparam("rel_path")
 )
@@ -655,6 +657,7 @@ def _put_batch(
     new_rows: list[dict[str, object]] = []
     new_paths: set[str] = set()  # not in the table until the executemany
     replaced: list[str] = []
+    taken = _taken_paths(conn, owner_id, [put.rel_path for put in puts])
     for put in puts:
         blocking = [a for a in tree.ancestors(put.rel_path) if a in new_paths]
         if blocking:
@@ -664,11 +667,12 @@ def _put_batch(
         if parent and parent not in known_dirs:
             tree.ensure_parents(conn, owner_id, put.rel_path, "put", now)
             known_dirs.update(tree.ancestors(put.rel_path))
-        old = conn.execute(
+        free = put.rel_path not in taken and put.rel_path not in known_dirs
+        old = None if free else conn.execute(
             _FILE_AT, {"owner_id": owner_id, "rel_path": put.rel_path}
         ).first()
         if old is None:
-            if tree.kind_of(conn, owner_id, put.rel_path) == "dir":
+            if not free and tree.kind_of(conn, owner_id, put.rel_path) == "dir":
                 raise IsADirectoryPathError(
                     "put", put.rel_path, "a folder has this name"
                 )
@@ -689,6 +693,20 @@ def _put_batch(
     if new_rows:
         conn.execute(insert(files), new_rows)
     return replaced
+
+
+def _taken_paths(conn: Connection, owner_id: int, paths: list[str]) -> set[str]:
+    # Which of `paths` a file or folder of the owner already has: a few queries
+    # for a whole import instead of two per member.
+    taken: set[str] = set()
+    for start in range(0, len(paths), _PATHS_PER_QUERY):
+        chunk = paths[start:start + _PATHS_PER_QUERY]
+        for table in (files, dirs):
+            found = select(table.c.rel_path).where(
+                table.c.owner_id == owner_id, table.c.rel_path.in_(chunk)
+            )
+            taken.update(conn.execute(found).scalars())
+    return taken
 
 
 def _put_in(
