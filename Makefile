@@ -9,6 +9,8 @@ CONFIG ?= $(wildcard strongroom.toml)
 # The web page's tests drive Debian's chromium (never a browser Playwright
 # downloads); `make test` installs it once when it is missing.
 CHROMIUM := /usr/bin/chromium
+# The offload tests put Debian's nginx in front of the app (issue 6).
+NGINX := /usr/sbin/nginx
 
 .PHONY: serve test lint bench clean
 
@@ -33,7 +35,13 @@ $(CHROMIUM):
 	    --no-install-recommends chromium fonts-dejavu-core) >/dev/null 2>&1 \
 	  || echo "chromium could not be installed: browser tests skip (and fail under CI)"
 
-test: $(TEST_STAMP) | $(CHROMIUM)
+$(NGINX):
+	@echo "installing nginx-light for the offload tests (apt-get, once)"
+	@(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends nginx-light) >/dev/null 2>&1 \
+	  || echo "nginx could not be installed: offload tests skip (and fail under CI)"
+
+test: $(TEST_STAMP) | $(CHROMIUM) $(NGINX)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
 

@@ -24,6 +24,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from strongroom.audit import audit_tree
@@ -507,7 +508,41 @@ def _build_parser() -> argparse.ArgumentParser:
         "rotate", parents=[config], help="new signing key; the old one verify-only"
     )
     rotate.set_defaults(command=_keys_rotate)
+
+    nginx = commands.add_parser(
+        "nginx-config", parents=[config],
+        help="print an nginx.conf that fronts the instances and serves offloads",
+    )
+    nginx.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                       help="where nginx listens (default 127.0.0.1:8080)")
+    nginx.add_argument("--upstream", action="append", metavar="HOST:PORT",
+                       help="a Strongroom instance (repeat for several; "
+                       "default: this configuration's host:port)")
+    nginx.add_argument("--runtime-dir", type=Path,
+                       default=Path("/var/lib/strongroom-nginx"),
+                       help="a folder for nginx's pid, logs and temporary files")
+    nginx.add_argument("--user", help="the user nginx's workers run as")
+    nginx.set_defaults(command=_nginx_config)
     return parser
+
+
+def _nginx_config(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the nginx configuration for these settings (see docs/deploy.md)."""
+    from strongroom.api.offload import nginx_config  # the web stack, only here
+
+    if settings.offload != "nginx":
+        log.warning("nginx_config_without_offload", extra={"offload": settings.offload})
+    upstreams = args.upstream or [f"{settings.host}:{settings.port}"]
+    try:
+        text = nginx_config(
+            settings, settings.data_dir / BLOBS_DIR_NAME, listen=args.listen,
+            upstreams=upstreams, runtime_dir=args.runtime_dir.absolute(),
+            user=args.user,
+        )
+    except ValueError as exc:
+        raise _InputError(str(exc)) from exc
+    print(text, end="")
+    return 0
 
 
 def _add_password_stdin(parser: argparse.ArgumentParser) -> None:

@@ -29,6 +29,9 @@ Every key, with its default:
                                            # names the client (default: none)
     log_format = "text"                    # text | json
     resolver = "auto"                      # auto | openat2 | walk (forces fallback)
+    offload = "none"                       # none | nginx | apache: who sends the
+                                           # bytes of downloads (docs/deploy.md)
+    offload_prefix = "/_strongroom"        # nginx's internal locations start so
 
     [[spaces]]
     name = "docs"                          # 1-64 of a-z 0-9 - _; "home" is reserved
@@ -80,6 +83,7 @@ __all__ = [
     "USER_NAME_PATTERN",
     "HardlinkPolicy",
     "LogFormat",
+    "OffloadMode",
     "Resolver",
     "Settings",
     "SpaceConfig",
@@ -101,6 +105,8 @@ TokenAlgorithm = Literal["HS256", "EdDSA"]
 # How confined roots resolve paths: openat2 when the kernel has it ("auto"), or the
 # component walk forced ("walk"), e.g. to test the fallback on a new kernel.
 Resolver = Literal["auto", "openat2", "walk"]
+# Who sends a download's bytes once the app has authorised it and opened the file.
+OffloadMode = Literal["none", "nginx", "apache"]
 
 # A space name appears in URLs (/spaces/{space}/...), so it is a plain slug.
 _SPACE_NAME = re.compile(r"[a-z0-9_-]{1,64}")
@@ -218,6 +224,12 @@ class Settings(BaseSettings):
     trusted_proxies: tuple[str, ...] = ()
     log_format: LogFormat = "text"
     resolver: Resolver = "auto"
+    # "nginx": answer downloads of local files with X-Accel-Redirect to an internal
+    # location under `offload_prefix`; "apache": with X-Sendfile. See docs/deploy.md.
+    offload: OffloadMode = "none"
+    offload_prefix: str = Field(
+        default="/_strongroom", pattern=r"^(/[A-Za-z0-9_-]+)+$", max_length=64
+    )
     spaces: tuple[SpaceConfig, ...] = ()
 
     @field_validator("trusted_proxies")

@@ -12,11 +12,13 @@ from strongroom.api import admin, archive, auth_routes, files, imports, shares, 
 from strongroom.api._shares import ShareService
 from strongroom.api.fastlane import DownloadFastLane
 from strongroom.api.middleware import AccessLogMiddleware, RawPathMiddleware
+from strongroom.api.offload import Offloader
 from strongroom.api.problems import install_problem_handlers
 from strongroom.api.services import Services
 from strongroom.api.web import build_router as build_web_router
 from strongroom.config import Settings, load_settings
 from strongroom.logging import configure_logging
+from strongroom.storage.blobs import BLOBS_DIR_NAME
 
 __all__ = ["create_app", "create_app_from_environment"]
 
@@ -31,6 +33,9 @@ def create_app(settings: Settings) -> FastAPI:
     The `resolver` setting ("walk") forces the component-walk fallback everywhere.
     """
     services = Services.open(settings)
+    if settings.offload != "none":
+        blob_dir = settings.data_dir / BLOBS_DIR_NAME
+        services.offloader = Offloader.from_settings(settings, blob_dir)
     share_service = ShareService.open(services)
     upload_service = uploads.UploadService.open(services)
 

@@ -28,6 +28,7 @@ __all__ = [
     "FileInfo",
     "FileResponse",
     "content_disposition",
+    "content_headers",
     "is_active_type",
 ]
 
@@ -248,17 +249,28 @@ def _headers(info: FileInfo, status: int, start: int, length: int) -> dict[str, 
     }
     if status == 304:
         return headers
-    active = is_active_type(info.content_type)
-    headers["content-type"] = info.content_type
-    headers["content-disposition"] = content_disposition(
-        "attachment" if active else "inline", info.name
-    )
+    headers.update(content_headers(info))
     headers["content-length"] = str(length)
     if status == 206:
         headers["content-range"] = f"bytes {start}-{start + length - 1}/{info.size}"
     elif status == 416:
         headers["content-range"] = f"bytes */{info.size}"
     return headers
+
+
+def content_headers(info: FileInfo) -> dict[str, str]:
+    """Return the type, disposition and safety headers of a file's content.
+
+    Active types (see `is_active_type`) are always attachments.
+    """
+    active = is_active_type(info.content_type)
+    return {
+        "content-type": info.content_type,
+        "content-disposition": content_disposition(
+            "attachment" if active else "inline", info.name
+        ),
+        **_SAFETY_HEADERS,
+    }
 
 
 def _range_problem(info: FileInfo, range_header: str) -> bytes:

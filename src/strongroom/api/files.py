@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 
 from strongroom.api.body import receive_body
 from strongroom.api.deps import FilesReader, FilesWriter, Services, get_services
-from strongroom.api.download import FileInfo, FileResponse
+from strongroom.api.download import FileInfo
+from strongroom.api.offload import send_file
 from strongroom.api.schemas import (
     FileMetaOut,
     ListOut,
@@ -129,7 +130,8 @@ async def open_download(
         return await anyio.to_thread.run_sync(_listing_response, sp, path)
     handle, meta = sp.open(path)
     try:
-        return FileResponse(handle, FileInfo.of(handle, meta), headers, method=method)
+        info = FileInfo.of(handle, meta)
+        return send_file(services.offloader, handle, info, headers, method)
     except BaseException:
         # The response owns the descriptor only once it exists.
         handle.close()

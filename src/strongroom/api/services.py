@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from strongroom.api.offload import Offloader
 from strongroom.auth import (
     AccessClaims,
     PasswordHasher,
@@ -88,6 +89,8 @@ class Services:
     tokens: TokenAuthority
     passwords: PasswordHasher
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    # Set by the app when downloads are handed to nginx or Apache (api.offload).
+    offloader: Offloader | None = None
     _verified: dict[str, AccessClaims] = field(default_factory=dict)
 
     @classmethod

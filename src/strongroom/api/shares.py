@@ -38,7 +38,8 @@ from strongroom.api.deps import (
     authorize_header,
     get_services,
 )
-from strongroom.api.download import FileInfo, FileResponse, content_disposition
+from strongroom.api.download import FileInfo, content_disposition
+from strongroom.api.offload import send_file
 from strongroom.api.schemas import EntryOut, entry_out, iso_time
 from strongroom.auth import MAX_PASSWORD_BYTES
 from strongroom.auth.scopes import FILES_READ
@@ -322,7 +323,8 @@ async def _file_response(
     # requests and active types behave exactly alike.
     try:
         info = FileInfo.of(handle, meta)
-        response = FileResponse(handle, info, request.headers, method=request.method)
+        offloader = request.app.state.services.offloader
+        response = send_file(offloader, handle, info, request.headers, request.method)
         if request.method == "GET" and response.status_code in (200, 206):
             await anyio.to_thread.run_sync(shares.count_download, record)
     except BaseException:

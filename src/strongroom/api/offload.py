@@ -1,0 +1,262 @@
+"""Handing a download's bytes to the front server: X-Accel-Redirect and X-Sendfile.
+
+With `offload = "nginx"` (or `"apache"`) the app still does everything that
+decides whether and what to send: it checks the token and the scope, resolves the
+path through the confined root and opens the file. Only then, instead of pushing
+the bytes itself, it answers with a header that names the opened file to the front
+server, which sends it with sendfile(2), Range and conditional requests included.
+
+Design note. The name handed over is not the path the client asked for but the
+path the kernel reports for the descriptor we opened (/proc/self/fd), so it has no
+`..`, no symlink and no encoding left to interpret; it must also lie beneath one of
+the roots the front server was told about, or the app sends the file itself. The
+front server opens that path again, and what it opens must be what we checked:
+nginx's internal location carries `disable_symlinks on`, so a symlink swapped in
+after our check is refused there (403) rather than followed. A *hard link*
+swapped in between our check and nginx's open is not caught by nginx (it has no
+link-count rule); `fs.protected_hardlinks=1` (the kernel default) or a space on
+its own mount closes that, as it does for the app's own check. Apache's
+mod_xsendfile has no equivalent of `disable_symlinks`: use X-Sendfile only for
+spaces whose trees nobody else writes to.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from starlette.responses import Response
+
+from strongroom.api.download import FileInfo, FileResponse, content_headers
+from strongroom.config import OffloadMode, Settings
+from strongroom.confine import ReadHandle
+
+__all__ = [
+    "INTERNAL_BLOBS",
+    "INTERNAL_SPACES",
+    "Offloader",
+    "nginx_config",
+    "nginx_locations",
+    "send_file",
+]
+
+# Below `offload_prefix`: home blobs and one folder per directory space.
+INTERNAL_BLOBS = "blobs"
+INTERNAL_SPACES = "spaces"
+# What /proc/self/fd/N shows for a file whose name was removed after we opened it.
+_DELETED_SUFFIX = " (deleted)"
+# Characters that end or alter a word in nginx's configuration syntax.
+_NOT_PLAIN = frozenset(";{}\"'$#\\")
+
+
+@dataclass(frozen=True, slots=True)
+class _Tree:
+    """A folder on disk that the front server may serve, and its internal URI."""
+
+    host_path: str  # canonical (realpath), no trailing slash
+    uri: str  # offload_prefix + "/blobs" or "/spaces/<name>"
+
+
+class Offloader:
+    """Builds the hand-over response for an opened file, or says it cannot.
+
+    `response` answers None when the file is not below a known tree (a home kept
+    in S3, a file whose folder was moved out meanwhile, a name removed since our
+    open); the caller then sends the file itself.
+    """
+
+    def __init__(self, mode: OffloadMode, trees: Iterable[_Tree]) -> None:
+        self.mode = mode
+        self.trees = tuple(trees)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, blob_dir: Path | None) -> Offloader:
+        """Know the blob folder (None when blobs live elsewhere) and every space."""
+        prefix = settings.offload_prefix
+        trees = [
+            _Tree(os.path.realpath(s.path), f"{prefix}/{INTERNAL_SPACES}/{s.name}")
+            for s in settings.spaces
+        ]
+        if blob_dir is not None:
+            blobs_uri = f"{prefix}/{INTERNAL_BLOBS}"
+            trees.append(_Tree(os.path.realpath(blob_dir), blobs_uri))
+        return cls(settings.offload, trees)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+    def response(self, handle: ReadHandle, info: FileInfo) -> Response | None:
+        """Return the X-Accel-Redirect or X-Sendfile answer for `handle`, if any."""
+        if not self.enabled:
+            return None
+        host_path = _path_of(handle.fd)
+        if host_path is None:
+            return None
+        for tree in self.trees:
+            if host_path.startswith(tree.host_path + "/"):
+                rel = host_path[len(tree.host_path) + 1:]
+                return self._hand_over(tree, rel, host_path, info)
+        return None
+
+    def _hand_over(
+        self, tree: _Tree, rel: str, host_path: str, info: FileInfo
+    ) -> Response:
+        headers = content_headers(info)
+        if self.mode == "nginx":
+            # nginx un-escapes the URI before mapping it onto its alias folder.
+            uri = tree.uri + "/" + quote(rel, safe="/", errors="surrogateescape")
+            headers["x-accel-redirect"] = uri
+        else:
+            headers["x-sendfile"] = host_path
+        return Response(status_code=200, headers=headers)
+
+
+def send_file(
+    offloader: Offloader | None,
+    handle: ReadHandle,
+    info: FileInfo,
+    request_headers: Mapping[str, str],
+    method: str,
+) -> Response:
+    """Answer a download: handed to the front server when set up, else sent here.
+
+    Takes ownership of `handle` either way.
+    """
+    handed_over = offloader.response(handle, info) if offloader else None
+    if handed_over is None:
+        return FileResponse(handle, info, request_headers, method=method)
+    handle.close()
+    return handed_over
+
+
+def _path_of(fd: int) -> str | None:
+    """Return the canonical path of an open file, or None if it has no name now."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    if not path.startswith("/") or path.endswith(_DELETED_SUFFIX):
+        return None
+    return path
+
+
+def nginx_config(
+    settings: Settings,
+    blob_dir: Path | None,
+    *,
+    listen: str,
+    upstreams: Sequence[str],
+    runtime_dir: Path,
+    user: str | None = None,
+) -> str:
+    """Return a complete nginx.conf that fronts Strongroom and serves offloads.
+
+    `listen` is nginx's address (host:port), `upstreams` the Strongroom
+    instances (host:port each), `runtime_dir` a folder nginx may write (pid,
+    logs, temporary files). Requests are proxied unbuffered, so uploads stream
+    to the app as they arrive and its limits apply at once; downloads the app
+    hands over are served by the `internal` locations of `nginx_locations`.
+    """
+    run = runtime_dir
+    servers = "\n".join(f"        server {_plain(u)};" for u in upstreams)
+    user_line = f"user {_plain(user)};\n" if user else ""
+    locations = textwrap.indent(nginx_locations(settings, blob_dir), " " * 8)
+    return f"""# Generated by `strongroom nginx-config`; see docs/deploy.md.
+{user_line}worker_processes auto;
+pid {_quoted(str(run / "nginx.pid"))};
+error_log {_quoted(str(run / "error.log"))} warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {_quoted(str(run / "client_body"))};
+    proxy_temp_path {_quoted(str(run / "proxy"))};
+    fastcgi_temp_path {_quoted(str(run / "fastcgi"))};
+    uwsgi_temp_path {_quoted(str(run / "uwsgi"))};
+    scgi_temp_path {_quoted(str(run / "scgi"))};
+    server_tokens off;
+    sendfile on;
+    tcp_nopush on;
+    # The app names every download's type; nginx never guesses one from a name.
+    types {{ }}
+    default_type application/octet-stream;
+
+    upstream strongroom {{
+{servers}
+        keepalive 64;
+    }}
+
+    server {{
+        listen {_plain(listen)};
+        # The app enforces its own upload limit, while the body streams in.
+        client_max_body_size 0;
+        proxy_request_buffering off;
+        proxy_buffering off;
+        proxy_http_version 1.1;
+        proxy_read_timeout 300s;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        # The app believes this only from `trusted_proxies` (set it to nginx's
+        # address), and nginx overwrites whatever the client sent.
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Forwarded-Proto $scheme;
+
+        location / {{
+            proxy_pass http://strongroom;
+        }}
+
+{locations}    }}
+}}
+"""
+
+
+def nginx_locations(settings: Settings, blob_dir: Path | None) -> str:
+    """Return the nginx `location` blocks that serve the offloaded files.
+
+    Each location is `internal` (reachable only through our X-Accel-Redirect),
+    refuses every symlink on the way (`disable_symlinks on`), and adds the
+    safety headers that nginx does not copy from our answer.
+    """
+    offloader = Offloader.from_settings(settings, blob_dir)
+    return "\n".join(_location(tree) for tree in offloader.trees)
+
+
+def _location(tree: _Tree) -> str:
+    return f"""location {tree.uri}/ {{
+    internal;
+    alias {_quoted(tree.host_path + "/")};
+    disable_symlinks on;
+    # nginx keeps our Content-Type and Content-Disposition; these it drops.
+    add_header X-Content-Type-Options "nosniff" always;
+    add_header Content-Security-Policy "sandbox; default-src 'none'" always;
+    add_header Cross-Origin-Resource-Policy "same-origin" always;
+    add_header Referrer-Policy "no-referrer" always;
+}}
+"""
+
+
+def _plain(text: str) -> str:
+    """Refuse a bare nginx word (an address, a user) that could break the file."""
+    if not text or any(c.isspace() or c in _NOT_PLAIN for c in text):
+        raise ValueError(f"{text!r} is not a plain nginx value (host:port, a name)")
+    return text
+
+
+def _quoted(text: str) -> str:
+    """Quote a path for an nginx configuration file, or refuse it.
+
+    nginx has no escape for `$` (it always starts a variable), so a path holding
+    one, a quote, a backslash or a control character is refused, not mangled.
+    """
+    if any(c in '"\\$' or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(
+            f"{text!r} cannot be written into an nginx configuration; "
+            "rename the folder or write that location by hand"
+        )
+    return f'"{text}"'
