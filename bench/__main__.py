@@ -30,10 +30,11 @@ from bench._stage import Stage
 from bench.containment import run_containment
 from bench.imports import ImportsPlan, run_imports
 from bench.large import LargePlan, run_large
+from bench.offload import OffloadPlan, run_offload
 from bench.serving import ServingPlan, run_serving
 from bench.tokens import run_tokens
 
-PARTS = ("containment", "tokens", "serving", "large", "imports")
+PARTS = ("containment", "tokens", "serving", "large", "imports", "offload")
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def _run_parts(
                               profile.imports_rounds)
         load = _check_load()
         results["imports"] = run_imports(imports) | {"load_average_before": load}
-    if "serving" not in parts and "large" not in parts:
+    if not {"serving", "large", "offload"} & set(parts):
         return
     with contextlib.ExitStack() as stack:
         stage = Stage(stack, max_upload_bytes=profile.large_size_bytes)
@@ -164,6 +165,19 @@ def _run_parts(
             large = LargePlan(profile.large_size_bytes, profile.large_rounds)
             load = _check_load()
             results["large"] = run_large(stage, large) | {"load_average_before": load}
+        if "offload" in parts:
+            offload = OffloadPlan(
+                rounds=profile.serving_rounds,
+                seconds=profile.serving_seconds,
+                warmup_seconds=profile.serving_warmup_seconds,
+                connections=args.connections,
+                tool=_load_tool(args.load_client),
+                large_size_bytes=profile.large_size_bytes,
+            )
+            load = _check_load()
+            results["offload"] = run_offload(stage, offload) | {
+                "load_average_before": load
+            }
 
 
 def _check_load() -> float:

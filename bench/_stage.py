@@ -32,7 +32,15 @@ from pathlib import Path
 from bench._peer import STATIC_PREFIX
 from bench._servers import LOCAL_OPENER, LOOPBACK, ServerProcess, free_port
 
-__all__ = ["BENCH_USER", "SMALL_REL_PATH", "Peer", "Stage"]
+__all__ = [
+    "BENCH_USER",
+    "SMALL_REL_PATH",
+    "Peer",
+    "Stage",
+    "fetch_token",
+    "run_cli",
+    "venv_bin",
+]
 
 SMALL_REL_PATH = "a/b/c/small.bin"
 SMALL_FILE_BYTES = 4096
@@ -143,10 +151,10 @@ class Stage:
         config = home / "strongroom.toml"
         config.write_text(self._strongroom_config(home))
         password = secrets.token_urlsafe(18)
-        _run_cli(config, ["user", "add", BENCH_USER, "--password-stdin"], password)
+        run_cli(config, ["user", "add", BENCH_USER, "--password-stdin"], password)
 
         port = free_port()
-        argv = [str(_venv_bin("strongroom")), "--config", str(config), "serve",
+        argv = [str(venv_bin("strongroom")), "--config", str(config), "serve",
                 "--port", str(port)]
         server = self._launch("strongroom", argv, port, "/healthz")
         token = fetch_token(server.base_url, BENCH_USER, password)
@@ -273,8 +281,8 @@ def fetch_token(base_url: str, username: str, password: str) -> str:
         return token
 
 
-def _run_cli(config: Path, args: list[str], stdin_text: str) -> None:
-    argv = [str(_venv_bin("strongroom")), "--config", str(config), *args]
+def run_cli(config: Path, args: list[str], stdin_text: str) -> None:
+    argv = [str(venv_bin("strongroom")), "--config", str(config), *args]
     done = subprocess.run(
         argv, input=stdin_text + "\n", capture_output=True, text=True, timeout=60
     )
@@ -282,7 +290,7 @@ def _run_cli(config: Path, args: list[str], stdin_text: str) -> None:
         raise RuntimeError(f"{' '.join(args)} failed: {done.stderr.strip()}")
 
 
-def _venv_bin(name: str) -> Path:
+def venv_bin(name: str) -> Path:
     # The console script sits beside the interpreter running the benchmark.
     return Path(sys.executable).parent / name
 
