@@ -41,9 +41,13 @@ $(NGINX):
 	    --no-install-recommends nginx-light) >/dev/null 2>&1 \
 	  || echo "nginx could not be installed: offload tests skip (and fail under CI)"
 
+# The whole suite on the embedded default (SQLite, local blobs), then the HTTP
+# suite again on PostgreSQL (127.0.0.1:5432) and S3 (SeaweedFS, started by the
+# tests on loopback): the same tests, other engines (issue 6).
 test: $(TEST_STAMP) | $(CHROMIUM) $(NGINX)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
+	SR_TEST_BACKEND=postgresql-s3 $(BIN)/pytest tests/api
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench

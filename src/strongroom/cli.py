@@ -6,12 +6,14 @@
     strongroom [--config FILE] user passwd NAME [--password-stdin]
     strongroom [--config FILE] user remove NAME
     strongroom [--config FILE] keys rotate
+    strongroom [--config FILE] db upgrade | current
+    strongroom [--config FILE] storage migrate --from URL --to URL [--all]
 
 `--config` may also follow the command (`strongroom user list --config FILE`).
 Exit codes: 0 success, 1 a usage or user error (bad name, unknown user, passwords
-that differ), 2 a configuration error (a bad setting, an unusable data folder or
-signing secret). Messages go to stderr; results and the first admin's password to
-stdout.
+that differ), 2 a configuration error (a bad setting, an unusable data folder,
+database schema or signing secret). Messages go to stderr; results and the first
+admin's password to stdout.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import NoReturn
 from strongroom.audit import audit_tree
 from strongroom.auth.keys import load_key_set, rotate_default_key
 from strongroom.auth.passwords import MAX_PASSWORD_BYTES, PasswordHasher
+from strongroom.cli_storage import storage_migrate
 from strongroom.config import Settings, is_valid_user_name, load_settings
 from strongroom.errors import (
     ConfigError,
@@ -40,8 +43,15 @@ from strongroom.errors import (
 )
 from strongroom.logging import configure_logging
 from strongroom.storage import MetadataStore, Role, User, open_metadata_store
-from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
+from strongroom.storage.blob_stores import local_blob_dir, open_blob_store
 from strongroom.storage.check import check_stores
+from strongroom.storage.migrate import (
+    SchemaVersionError,
+    current_revision,
+    head_revision,
+    is_known_revision,
+    upgrade,
+)
 from strongroom.storage.registry import open_directory_spaces
 
 __all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "EXIT_USER_ERROR", "main"]
@@ -81,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args, settings)
     except ConfigError as exc:
         return _fail(EXIT_CONFIG_ERROR, f"configuration error: {exc}")
+    except SchemaVersionError as exc:
+        # The message says what to do; a traceback would only bury it.
+        return _fail(EXIT_CONFIG_ERROR, str(exc))
     except StorageError as exc:
         # The driver's own error (chained) says what the operator must fix.
         log.error("cli_storage_failed", exc_info=exc)
@@ -115,9 +128,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     """Compare rows with blobs: exit 0 when they agree, 1 with findings."""
     store = _open_store(settings)
-    blobs = LocalBlobStore.open_dir(
-        settings.data_dir / BLOBS_DIR_NAME, resolver=settings.resolver
-    )
+    blobs = open_blob_store(settings)
     try:
         report = check_stores(
             store, blobs, verify_hashes=not args.no_hashes, repair=args.repair
@@ -290,7 +301,7 @@ def _user_remove(args: argparse.Namespace, settings: Settings) -> int:
         store.close()
 
     if blob_ids:
-        blobs = LocalBlobStore.open_dir(settings.data_dir / BLOBS_DIR_NAME)
+        blobs = open_blob_store(settings)
         try:
             for blob_id in blob_ids:
                 blobs.delete_blob(blob_id)
@@ -325,6 +336,32 @@ def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    """Bring the database schema to this build's head; print before and after."""
+    _make_data_dir(settings)
+    result = upgrade(settings.database_url)
+    print(f"before: {result.before or 'none'}")
+    print(f"after:  {result.after or 'none'}")
+    return EXIT_OK
+
+
+def _db_current(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the database's revision and the head: exit 0 at head, 1 otherwise."""
+    _make_data_dir(settings)
+    current, head = current_revision(settings.database_url), head_revision()
+    print(f"current: {current or 'none'}")
+    print(f"head:    {head}")
+    if current == head:
+        return EXIT_OK
+    if current is not None and not is_known_revision(current):
+        print("strongroom: a newer Strongroom has upgraded the database past this "
+              "build; run that version", file=sys.stderr)
+    else:
+        print("strongroom: the database is behind this build; run: "
+              "strongroom db upgrade", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def _create_first_admin(store: MetadataStore) -> None:
     if store.has_users():
         return
@@ -344,13 +381,19 @@ def _create_first_admin(store: MetadataStore) -> None:
 
 
 def _open_store(settings: Settings) -> MetadataStore:
+    _make_data_dir(settings)
+    return open_metadata_store(
+        settings.database_url, auto_upgrade=settings.db_auto_upgrade
+    )
+
+
+def _make_data_dir(settings: Settings) -> None:
     try:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
             f"data_dir {str(settings.data_dir)!r} cannot be created: {exc.strerror}"
         ) from None
-    return open_metadata_store(settings.database_url)
 
 
 def _change_user(
@@ -502,12 +545,43 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print JSON")
     check.set_defaults(command=_check)
 
+    storage = commands.add_parser("storage", parents=[config],
+                                  help="manage the blob store of the home spaces")
+    storage_actions = storage.add_subparsers(
+        title="actions", required=True, metavar="ACTION"
+    )
+    migrate = storage_actions.add_parser(
+        "migrate", parents=[config],
+        help="copy every blob to another store, checking each against its row",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="URL",
+                         help='the store to copy from: "" (data_dir/blobs), '
+                         "file:///ABS/PATH or s3://BUCKET[/PREFIX]")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL",
+                         help="the store to copy to, in the same forms")
+    migrate.add_argument("--all", action="store_true",
+                         help="also copy blobs of the source that no row refers to")
+    migrate.add_argument("--no-hashes", action="store_true",
+                         help="skip a blob the target holds at the right size "
+                         "without reading it back")
+    migrate.set_defaults(command=storage_migrate)
+
     keys = commands.add_parser("keys", parents=[config], help="manage token keys")
     key_actions = keys.add_subparsers(title="actions", required=True, metavar="ACTION")
     rotate = key_actions.add_parser(
         "rotate", parents=[config], help="new signing key; the old one verify-only"
     )
     rotate.set_defaults(command=_keys_rotate)
+
+    db = commands.add_parser("db", parents=[config], help="manage the database schema")
+    db_actions = db.add_subparsers(title="actions", required=True, metavar="ACTION")
+    db_actions.add_parser(
+        "upgrade", parents=[config], help="upgrade the schema to this build's revision"
+    ).set_defaults(command=_db_upgrade)
+    db_actions.add_parser(
+        "current", parents=[config],
+        help="show the database's revision and this build's (exit 1 when behind)",
+    ).set_defaults(command=_db_current)
 
     nginx = commands.add_parser(
         "nginx-config", parents=[config],
@@ -535,7 +609,7 @@ def _nginx_config(args: argparse.Namespace, settings: Settings) -> int:
     upstreams = args.upstream or [f"{settings.host}:{settings.port}"]
     try:
         text = nginx_config(
-            settings, settings.data_dir / BLOBS_DIR_NAME, listen=args.listen,
+            settings, local_blob_dir(settings), listen=args.listen,
             upstreams=upstreams, runtime_dir=args.runtime_dir.absolute(),
             user=args.user,
         )

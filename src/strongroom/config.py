@@ -28,10 +28,20 @@ Every key, with its default:
     trusted_proxies = []                   # proxy addresses whose X-Forwarded-For
                                            # names the client (default: none)
     log_format = "text"                    # text | json
+    metrics_token = <unset>                # bearer secret for GET /metrics, 16-512
+                                           # of A-Z a-z 0-9 . _ ~ + / = -
     resolver = "auto"                      # auto | openat2 | walk (forces fallback)
+    home_quota_bytes = <unset>             # bytes each home space may hold in all
     offload = "none"                       # none | nginx | apache: who sends the
                                            # bytes of downloads (docs/deploy.md)
     offload_prefix = "/_strongroom"        # nginx's internal locations start so
+    blob_store_url = ""                    # home files' bytes: "" (data_dir/blobs),
+                                           # file:///ABS/PATH or s3://BUCKET[/PREFIX]
+    s3_endpoint_url = ""                   # http(s)://HOST[:PORT]; "" for AWS itself
+    s3_region = "us-east-1"
+    s3_access_key_id = ""                  # both keys are needed for an s3:// store
+    s3_secret_access_key = ""              # never shown in messages or logs
+    s3_addressing_style = "path"           # path | virtual (bucket in the host name)
 
     [[spaces]]
     name = "docs"                          # 1-64 of a-z 0-9 - _; "home" is reserved
@@ -85,6 +95,7 @@ __all__ = [
     "LogFormat",
     "OffloadMode",
     "Resolver",
+    "S3AddressingStyle",
     "Settings",
     "SpaceConfig",
     "SpaceMode",
@@ -107,6 +118,19 @@ TokenAlgorithm = Literal["HS256", "EdDSA"]
 Resolver = Literal["auto", "openat2", "walk"]
 # Who sends a download's bytes once the app has authorised it and opened the file.
 OffloadMode = Literal["none", "nginx", "apache"]
+# How S3 requests name the bucket: in the path (most S3-compatible stores) or in
+# the host name (AWS's preference, needs DNS for every bucket).
+S3AddressingStyle = Literal["path", "virtual"]
+# Accepted `blob_store_url`s. Bucket names follow S3's rules (3-63 of a-z 0-9 . -,
+# a letter or digit at each end); a prefix is folders of plain names, no "." or
+# "..", so it reads the same to every store. `storage.blob_stores` parses it.
+BLOB_STORE_URL_PATTERN = (
+    r"^(file:///[^\x00]*"
+    r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_-][A-Za-z0-9._-]*)*/?)?$"
+)
+# An S3 endpoint is a scheme, a host and a port only: no user info (credentials
+# belong in their own keys) and no path that would shift every request.
+_S3_ENDPOINT_PATTERN = r"^(https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?/?)?$"
 
 # A space name appears in URLs (/spaces/{space}/...), so it is a plain slug.
 _SPACE_NAME = re.compile(r"[a-z0-9_-]{1,64}")
@@ -125,6 +149,9 @@ MAX_SHARE_TTL_SECONDS = 365 * 24 * 3600
 MAX_UPLOAD_EXPIRY_SECONDS = 30 * 24 * 3600
 # Clock skew allowed when checking token times; issue #3 caps it at 10 s.
 MAX_TOKEN_LEEWAY_SECONDS = 10
+# One bearer value (RFC 6750 token68 characters), long enough not to be guessed:
+# 16 characters is the least; `openssl rand -hex 32` gives 64.
+_METRICS_TOKEN_PATTERN = r"^[A-Za-z0-9._~+/=-]{16,512}$"  # noqa: S105 (a pattern)
 
 
 def is_valid_user_name(name: str) -> bool:
@@ -198,6 +225,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     database_url: str = Field(default="", validate_default=True, repr=False)
+    # Bring the database schema to this build's revision at start-up; when false,
+    # a database that is behind stops start-up until `strongroom db upgrade`.
+    db_auto_upgrade: bool = True
     token_ttl_seconds: _Int = Field(default=900, ge=1, le=MAX_TOKEN_TTL_SECONDS)
     token_algorithm: TokenAlgorithm = "HS256"  # noqa: S105 (an algorithm name)
     token_key_file: Path | None = None
@@ -213,6 +243,9 @@ class Settings(BaseSettings):
         default=30 * 24 * 3600, ge=60, le=MAX_SHARE_TTL_SECONDS
     )
     max_upload_bytes: _Int = Field(default=10 * 1024**3, ge=1)
+    # What each home space may hold in all (unset: no bound). Enforced in the
+    # database transaction that stores a file, so it holds across instances.
+    home_quota_bytes: _Int | None = Field(default=None, ge=1)
     upload_expiry_seconds: _Int = Field(
         default=24 * 3600, ge=60, le=MAX_UPLOAD_EXPIRY_SECONDS
     )
@@ -223,6 +256,11 @@ class Settings(BaseSettings):
     # so nobody can pick the address the login throttle counts.
     trusted_proxies: tuple[str, ...] = ()
     log_format: LogFormat = "text"
+    # A bearer secret that may read GET /metrics (a scraper holds no login);
+    # admins' tokens may too. Unset: only they may.
+    metrics_token: str | None = Field(
+        default=None, repr=False, pattern=_METRICS_TOKEN_PATTERN
+    )
     resolver: Resolver = "auto"
     # "nginx": answer downloads of local files with X-Accel-Redirect to an internal
     # location under `offload_prefix`; "apache": with X-Sendfile. See docs/deploy.md.
@@ -230,6 +268,15 @@ class Settings(BaseSettings):
     offload_prefix: str = Field(
         default="/_strongroom", pattern=r"^(/[A-Za-z0-9_-]+)+$", max_length=64
     )
+    # Where home files' bytes live; see `storage.blob_stores`. The s3_* keys
+    # apply to s3:// URLs; credentials are always explicit, so nothing ever asks
+    # an instance metadata service for them.
+    blob_store_url: str = Field(default="", pattern=BLOB_STORE_URL_PATTERN)
+    s3_endpoint_url: str = Field(default="", pattern=_S3_ENDPOINT_PATTERN)
+    s3_region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    s3_access_key_id: str = Field(default="", max_length=256)
+    s3_secret_access_key: str = Field(default="", repr=False, max_length=256)
+    s3_addressing_style: S3AddressingStyle = "path"
     spaces: tuple[SpaceConfig, ...] = ()
 
     @field_validator("trusted_proxies")
@@ -411,6 +458,7 @@ def _anchor_space_paths(values: dict[str, object], config_dir: Path) -> None:
 # What each scalar key accepts, for messages about values of the wrong type.
 _ACCEPTED_BY_KEY = {
     "data_dir": "use a folder path",
+    "db_auto_upgrade": "use true or false",
     "token_ttl_seconds": f"use a whole number of seconds, 1 to {MAX_TOKEN_TTL_SECONDS}",
     "max_upload_bytes": "use a whole number of bytes, at least 1",
     "upload_expiry_seconds": f"use whole seconds, 60 to {MAX_UPLOAD_EXPIRY_SECONDS}",
@@ -423,9 +471,17 @@ _ACCEPTED_BY_KEY = {
     "host": "use a host name or IP address",
     "trusted_proxies": "use a list of IP addresses or networks ('10.0.0.0/8')",
     "port": "use a whole number from 1 to 65535",
+    "metrics_token": "use 16 to 512 of A-Z a-z 0-9 . _ ~ + / = - (openssl rand -hex)",
     "path": "use a folder path",
     "users": "use a list of user names, 'role:admin', 'role:user' or '*'",
     "spaces": "use [[spaces]] tables",
+    "blob_store_url": "use \"\" (data_dir/blobs), file:///ABSOLUTE/PATH or "
+    "s3://BUCKET[/PREFIX] (bucket: 3-63 of a-z 0-9 . -; prefix: folder names)",
+    "s3_endpoint_url": "use http(s)://HOST[:PORT] with nothing after it, or \"\" "
+    "for AWS",
+    "s3_region": "use a region name such as us-east-1 (a-z 0-9 -)",
+    "s3_access_key_id": "use the access key id, at most 256 characters",
+    "s3_secret_access_key": "use the secret access key, at most 256 characters",
 }
 
 
@@ -468,7 +524,11 @@ def _format_key(loc: tuple[int | str, ...]) -> str:
 
 def _show_value(field: str, value: object) -> str:
     # A database URL may carry a password; it must not reach a terminal or a log.
-    if field == "database_url" and isinstance(value, str):
+    if field in ("database_url", "s3_endpoint_url") and isinstance(value, str):
         value = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", value)
+    if field == "s3_secret_access_key":
+        return "'***'"
+    if field == "metrics_token":
+        return "'***'"
     shown = repr(value)
     return shown if len(shown) <= 120 else shown[:117] + "..."

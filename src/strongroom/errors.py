@@ -34,7 +34,8 @@ nothing else maps errors to status codes.
     ├── PreconditionFailedError    a conditional request's condition is false (412)
     ├── LimitExceededError         a size limit was crossed (413)
     │   ├── ArchiveLimitError      an archive crossed an unpacking limit (413)
-    │   └── UploadQuotaError       a user's unfinished uploads are at their bound (413)
+    │   ├── UploadQuotaError       a user's unfinished uploads are at their bound (413)
+    │   └── StorageQuotaError      a home space would pass its storage quota (507)
     ├── UnreadableArchiveError     not a tar or zip we read, or corrupt (422)
     ├── TooManyRequestsError       too many failed logins; wait (429)
     ├── ShareError                 a share link or a request about one was refused
@@ -107,6 +108,7 @@ __all__ = [
     "UploadLockedError",
     "UploadNotFoundError",
     "UploadOffsetError",
+    "StorageQuotaError",
     "UploadQuotaError",
     "UserError",
     "UserExistsError",
@@ -346,6 +348,16 @@ class UploadQuotaError(LimitExceededError):
 
     The bound is on their number and on the bytes they reserve (their declared
     lengths added up); finishing or terminating one frees its share.
+    """
+
+
+class StorageQuotaError(LimitExceededError):
+    """A write would take a home space past its storage quota.
+
+    Checked when the file is stored, inside the transaction that stores it and
+    under the owner's lock, so that concurrent uploads on several instances
+    cannot pass it together. A write that does not grow the space (a smaller
+    replacement, a delete) is never refused.
     """
 
 

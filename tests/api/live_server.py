@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from sqlalchemy import delete
 
+from backends import backend_config
 from strongroom.auth import PasswordHasher
 from strongroom.config import load_settings
 from strongroom.storage import open_metadata_store
@@ -402,7 +403,26 @@ def run_server(
     With `workers` over 1, uvicorn runs that many app processes on one socket.
     The server is stopped when the block ends. Its output and its network calls
     are written next to P (never inside it: P is what the tests watch).
+
+    The server runs on this test run's engines (`backends`: SQLite and a local
+    folder, or PostgreSQL and S3), unless `config_text` names its own database
+    or blob store.
     """
+    chooses_engines = "database_url" in config_text or "blob_store_url" in config_text
+    if not chooses_engines:
+        config_text = backend_config(config_text) + config_text
+    with _run_server(parent, config_text, resolver, users, workers) as server:
+        yield server
+
+
+@contextmanager
+def _run_server(
+    parent: Path,
+    config_text: str,
+    resolver: str,
+    users: Sequence[tuple[str, str, str]],
+    workers: int,
+) -> Iterator[LiveServer]:
     config = parent / "strongroom.toml"
     config.write_text(config_text)
     for name, password, role in users:

@@ -13,14 +13,18 @@ import sys
 import zipfile
 from pathlib import Path
 
+import boto3
 from live_server import API, PROBLEM_JSON, LiveServer, files_url
 
+from backends import on_s3
 from strongroom.config import load_settings
 from strongroom.storage import open_metadata_store
 
 
-def blob_of(server: LiveServer, rel_path: str) -> Path:
-    store = open_metadata_store(load_settings(str(server.config_path)).database_url)
+def overwrite_blob(server: LiveServer, rel_path: str, data: bytes) -> None:
+    """Change a home file's stored bytes behind the service's back."""
+    settings = load_settings(str(server.config_path))
+    store = open_metadata_store(settings.database_url)
     try:
         alice = store.get_user_by_name("alice")
         assert alice is not None
@@ -29,7 +33,21 @@ def blob_of(server: LiveServer, rel_path: str) -> Path:
     finally:
         store.close()
     blob_id = row.blob_id
-    return server.data_dir / "blobs" / blob_id[:2] / blob_id[2:4] / blob_id
+    shard = f"{blob_id[:2]}/{blob_id[2:4]}/{blob_id}"
+    if not on_s3():
+        (server.data_dir / "blobs" / shard).write_bytes(data)
+        return
+    # The S3 store's documented layout: s3://BUCKET/PREFIX/ab/cd/<blob id>.
+    bucket, _, prefix = settings.blob_store_url.removeprefix("s3://").partition("/")
+    client = boto3.session.Session(
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        region_name=settings.s3_region,
+    ).client("s3", endpoint_url=settings.s3_endpoint_url)
+    try:
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{shard}", Body=data)
+    finally:
+        client.close()
 
 
 def check_repair(server: LiveServer) -> subprocess.CompletedProcess[str]:
@@ -44,7 +62,7 @@ def test_a_marked_file_is_410_until_uploaded_again(server: LiveServer) -> None:
     server.reset_home("alice")
     assert server.put("home", "d/bad.txt", b"original").status == 201
     assert server.put("home", "d/good.txt", b"fine").status == 201
-    blob_of(server, "d/bad.txt").write_bytes(b"ORIGINAL")
+    overwrite_blob(server, "d/bad.txt", b"ORIGINAL")
 
     repaired = check_repair(server)
     refused = server.request("GET", files_url("home", "d/bad.txt"))

@@ -399,8 +399,8 @@ def test_credentials_in_the_query_string_are_refused(
 
 
 @pytest.mark.parametrize(
-    "sub", ["9" * 19, str(2**63), str(2**64), "9" * 18],
-    ids=["19-nines", "2-to-63", "2-to-64", "18-nines"],
+    "sub", ["9" * 19, str(2**63), str(2**64), "9" * 18, str(2**31), str(2**31 - 1)],
+    ids=["19-nines", "2-to-63", "2-to-64", "18-nines", "2-to-31", "2-to-31-less-1"],
 )
 def test_a_signed_token_naming_a_huge_user_id_is_401_never_500(
     server: LiveServer, sub: str

@@ -18,6 +18,8 @@ from live_server import (
     run_server,
 )
 
+from backends import on_s3
+
 USERS = (("alice", ALICE_PASSWORD, "user"),)
 
 
@@ -40,6 +42,11 @@ def test_apache_mode_names_the_opened_file_in_x_sendfile(
 
     got = apache_fronted.request("GET", files_url(space, "s/f.txt"))
 
+    if space == "home" and on_s3():
+        # Apache cannot reach a blob in S3: the app streams it itself.
+        assert (got.status, got.body) == (200, b"bytes")
+        assert got.header("x-sendfile") is None
+        return
     assert got.status == 200 and got.body == b""
     sendfile = Path(got.header("x-sendfile") or "")
     assert sendfile.is_absolute() and sendfile.read_bytes() == b"bytes"

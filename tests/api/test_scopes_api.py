@@ -334,7 +334,8 @@ def test_the_account_route_names_the_tokens_scopes(server: LiveServer) -> None:
     reply = server.request("GET", f"{API}/account", headers=reader, token=None)
 
     assert reply.json() == {  # type: ignore[comparison-overlap]
-        "name": "alice", "role": "user", "scopes": ["files:read"]
+        "name": "alice", "role": "user", "scopes": ["files:read"],
+        "used_bytes": 0, "quota_bytes": None,
     }
 
 

@@ -17,6 +17,7 @@ from strongroom.errors import (
     PathExistsError,
     PathNotFoundError,
     StorageError,
+    StorageQuotaError,
     UserExistsError,
     UserNotFoundError,
 )
@@ -831,3 +832,78 @@ def test_put_many_refuses_a_folder_at_a_files_name(store: MetadataStore) -> None
 
     with pytest.raises(IsADirectoryPathError):
         store.put_many(owner, ["d"], [_new("d", 1)])
+
+
+# Storage quota: counted in the transaction that stores the file
+
+
+def _put(store: MetadataStore, owner: int, rel_path: str, size: int, n: int,
+         quota: int | None = 100) -> None:
+    store.put_file(owner, rel_path, blob_id=f"{n:032x}", size=size, sha256="0" * 64,
+                   content_type="x", quota_bytes=quota)
+
+
+def test_a_put_past_the_quota_is_refused_and_changes_nothing(
+    store: MetadataStore, alice: User
+) -> None:
+    _put(store, alice.id, "a", 60, 1)
+
+    with pytest.raises(StorageQuotaError):
+        _put(store, alice.id, "dir/b", 41, 2)
+
+    assert store.get_file(alice.id, "dir/b") is None
+    assert names(store, alice.id, "") == ["a"]
+    assert store.used_bytes(alice.id) == 60
+    _put(store, alice.id, "dir/b", 40, 3)  # exactly the quota fits
+    assert store.used_bytes(alice.id) == 100
+
+
+def test_replacing_counts_only_the_difference_and_shrinking_always_passes(
+    store: MetadataStore, alice: User
+) -> None:
+    _put(store, alice.id, "a", 90, 1, quota=None)
+    _put(store, alice.id, "b", 30, 2, quota=None)  # over a quota set later
+
+    _put(store, alice.id, "a", 50, 3)  # shrinks: allowed although still over
+    with pytest.raises(StorageQuotaError):
+        _put(store, alice.id, "b", 60, 4)  # grows past 100
+
+    assert store.used_bytes(alice.id) == 80
+    _put(store, alice.id, "b", 50, 5)
+    assert store.used_bytes(alice.id) == 100
+
+
+def test_put_many_past_the_quota_is_refused_as_a_whole(
+    store: MetadataStore, alice: User
+) -> None:
+    puts = [_new(f"i/{n}", n) for n in range(1, 15)]  # sizes 1..14: 105 bytes
+
+    with pytest.raises(StorageQuotaError):
+        store.put_many(alice.id, ["i"], puts, quota_bytes=100)
+
+    assert names(store, alice.id, "") == []
+    store.put_many(alice.id, ["i"], puts[:-1], quota_bytes=100)  # 91 bytes
+    assert store.used_bytes(alice.id) == 91
+
+
+def test_concurrent_puts_never_pass_the_quota_together(
+    store: MetadataStore, alice: User
+) -> None:
+    """Eight writers race for room for five 20-byte files: exactly five win."""
+    outcomes: list[str] = []
+
+    def write(worker: int) -> None:
+        try:
+            _put(store, alice.id, f"w{worker}", 20, worker + 1)
+            outcomes.append("stored")
+        except StorageQuotaError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["refused"] * 3 + ["stored"] * 5
+    assert store.used_bytes(alice.id) == 100

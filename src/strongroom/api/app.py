@@ -8,9 +8,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from strongroom import __version__
-from strongroom.api import admin, archive, auth_routes, files, imports, shares, uploads
+from strongroom.api import (
+    admin,
+    archive,
+    auth_routes,
+    files,
+    health,
+    imports,
+    shares,
+    uploads,
+)
 from strongroom.api._shares import ShareService
 from strongroom.api.fastlane import DownloadFastLane
+from strongroom.api.metrics import Metrics, MetricsMiddleware
 from strongroom.api.middleware import AccessLogMiddleware, RawPathMiddleware
 from strongroom.api.offload import Offloader
 from strongroom.api.problems import install_problem_handlers
@@ -18,7 +28,7 @@ from strongroom.api.services import Services
 from strongroom.api.web import build_router as build_web_router
 from strongroom.config import Settings, load_settings
 from strongroom.logging import configure_logging
-from strongroom.storage.blobs import BLOBS_DIR_NAME
+from strongroom.storage.blob_stores import local_blob_dir
 
 __all__ = ["create_app", "create_app_from_environment"]
 
@@ -34,7 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     """
     services = Services.open(settings)
     if settings.offload != "none":
-        blob_dir = settings.data_dir / BLOBS_DIR_NAME
+        blob_dir = local_blob_dir(settings)
         services.offloader = Offloader.from_settings(settings, blob_dir)
     share_service = ShareService.open(services)
     upload_service = uploads.UploadService.open(services)
@@ -61,6 +71,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(shares.ShareHeaders)
     app.add_middleware(uploads.TusHeaders, path=API_PREFIX + uploads.UPLOADS_ROUTE)
     app.add_middleware(AccessLogMiddleware)
+    # Outermost, so it counts what the fast lane and the path check answer too.
+    metrics = Metrics()
+    services.on_auth_failure = metrics.count_token_failure
+    app.add_middleware(MetricsMiddleware, metrics=metrics, api_prefix=API_PREFIX)
     app.include_router(auth_routes.router, prefix=API_PREFIX)
     app.include_router(files.router, prefix=API_PREFIX)
     app.include_router(archive.router, prefix=API_PREFIX)
@@ -71,11 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(uploads.router, prefix=API_PREFIX)
     # The page at / and /assets/; API routes all live under /api/v1.
     app.include_router(build_web_router())
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Answer while the process is up; needs no token."""
-        return {"status": "ok"}
+    # /healthz, /readyz and /metrics.
+    app.include_router(health.build_router(services, metrics))
 
     @app.get("/.well-known/jwks.json", tags=["auth"])
     def jwks() -> dict[str, list[dict[str, str]]]:

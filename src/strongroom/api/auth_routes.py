@@ -111,10 +111,21 @@ def logout(
 
 
 @router.get("/account", response_model=AccountOut)
-def account(session: CurrentSession) -> AccountOut:
-    """Describe the caller: name, role, and the scopes of this token."""
+def account(
+    session: CurrentSession,
+    services: Annotated[Services, Depends(get_services)],
+) -> AccountOut:
+    """Describe the caller: name, role, the scopes of this token, and storage.
+
+    `used_bytes` adds up the files of the caller's home space; `quota_bytes` is
+    what it may hold (null: no bound).
+    """
     user, claims = session
-    return AccountOut(name=user.name, role=user.role, scopes=sorted(claims.scopes))
+    return AccountOut(
+        name=user.name, role=user.role, scopes=sorted(claims.scopes),
+        used_bytes=services.meta.used_bytes(user.id),
+        quota_bytes=services.settings.home_quota_bytes,
+    )
 
 
 @router.post(

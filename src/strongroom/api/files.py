@@ -27,6 +27,7 @@ from strongroom.errors import (
     PreconditionFailedError,
 )
 from strongroom.storage import User
+from strongroom.storage.blobs import LocalBlobStore
 from strongroom.storage.spaces import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -128,9 +129,14 @@ async def open_download(
         # entries, the same JSON as `/list`. A named folder stays a 409. Listing
         # a big folder takes a while, so it runs in a worker thread.
         return await anyio.to_thread.run_sync(_listing_response, sp, path)
-    handle, meta = sp.open(path)
+    if sp.kind == "home" and not isinstance(services.blobs, LocalBlobStore):
+        # Opening an object store's blob is a request over the network: never
+        # in the event loop. A local open costs less than the thread hop.
+        handle, meta = await anyio.to_thread.run_sync(sp.open, path)
+    else:
+        handle, meta = sp.open(path)
     try:
-        info = FileInfo.of(handle, meta)
+        info = FileInfo.of(meta)
         return send_file(services.offloader, handle, info, headers, method)
     except BaseException:
         # The response owns the descriptor only once it exists.

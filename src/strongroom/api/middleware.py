@@ -63,7 +63,9 @@ class AccessLogMiddleware:
 
     The line names the route's operation, space and root-relative path (recorded by
     the route in `request.state`), the user id, status, bytes and duration. Query
-    strings are left out because clients sometimes put secrets there.
+    strings are left out because clients sometimes put secrets there. A route
+    polled by machines (/metrics) sets `request.state.log_quietly`: its
+    successful answers are logged at DEBUG.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -112,4 +114,6 @@ def _log_request(
         "ms": round(seconds * 1000, 2),
     }
     level = logging.WARNING if seen["status"] >= 500 else logging.INFO
+    if state.get("log_quietly") and seen["status"] < 400:
+        level = logging.DEBUG
     access_log.log(level, "request", extra=fields)

@@ -34,6 +34,7 @@ from starlette.responses import Response
 from strongroom.api.download import FileInfo, FileResponse, content_headers
 from strongroom.config import OffloadMode, Settings
 from strongroom.confine import ReadHandle
+from strongroom.storage.spaces import FileReader
 
 __all__ = [
     "INTERNAL_BLOBS",
@@ -118,16 +119,19 @@ class Offloader:
 
 def send_file(
     offloader: Offloader | None,
-    handle: ReadHandle,
+    handle: FileReader,
     info: FileInfo,
     request_headers: Mapping[str, str],
     method: str,
 ) -> Response:
     """Answer a download: handed to the front server when set up, else sent here.
 
-    Takes ownership of `handle` either way.
+    Takes ownership of `handle` either way. A blob with no descriptor (S3) is
+    never handed over: the front server cannot reach it.
     """
-    handed_over = offloader.response(handle, info) if offloader else None
+    handed_over = None
+    if offloader is not None and isinstance(handle, ReadHandle):
+        handed_over = offloader.response(handle, info)
     if handed_over is None:
         return FileResponse(handle, info, request_headers, method=method)
     handle.close()

@@ -71,6 +71,8 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.ShareGoneError: (410, "share_gone"),
     errors.InvalidShareError: (422, "invalid_share"),
     errors.UploadQuotaError: (413, "upload_quota"),
+    # RFC 4918's Insufficient Storage: the quota, not the request, is too small.
+    errors.StorageQuotaError: (507, "storage_quota"),
     errors.InvalidUploadError: (400, "invalid_upload_request"),
     errors.UploadNotFoundError: (404, "upload_not_found"),
     errors.UploadOffsetError: (409, "offset_mismatch"),
@@ -103,6 +105,8 @@ _TITLES = {
     429: "Too Many Requests",
     460: "Checksum Mismatch",
     500: "Internal Server Error",
+    503: "Service Unavailable",
+    507: "Insufficient Storage",
 }
 
 

@@ -46,6 +46,8 @@ class AccountOut(BaseModel):
     name: str
     role: Literal["user", "admin"]
     scopes: list[str]
+    used_bytes: int
+    quota_bytes: int | None
 
 
 class PasswordChangeIn(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -37,7 +38,8 @@ from strongroom.errors import (
 )
 from strongroom.storage import MetadataStore, User, open_metadata_store
 from strongroom.storage.api_keys import MAX_KEYS_PER_USER, ApiKey
-from strongroom.storage.blobs import BLOBS_DIR_NAME, LocalBlobStore
+from strongroom.storage.blob_stores import open_blob_store
+from strongroom.storage.blobs import BlobStore
 from strongroom.storage.home import HomeSpace
 from strongroom.storage.registry import SpaceRegistry, UserLike, open_directory_spaces
 from strongroom.storage.sessions import RefreshOutcome
@@ -55,6 +57,10 @@ VERIFIED_TOKEN_CACHE_SIZE = 10_000
 # name exists.
 _LOGIN_FAILED = "wrong user name or password"
 _REFRESH_REFUSED = "refresh token refused: log in again"
+
+
+def _ignore_auth_failure(reason: str) -> None:
+    """Count nothing: the default of `Services.on_auth_failure`."""
 
 
 class ApiKeyRequest(Protocol):
@@ -84,29 +90,36 @@ class Services:
 
     settings: Settings
     meta: MetadataStore
-    blobs: LocalBlobStore
+    blobs: BlobStore
     spaces: SpaceRegistry
     tokens: TokenAuthority
     passwords: PasswordHasher
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     # Set by the app when downloads are handed to nginx or Apache (api.offload).
     offloader: Offloader | None = None
+    # Told a short fixed reason for every refused login, password, refresh
+    # token, access token or API key; the app counts them (api.metrics).
+    on_auth_failure: Callable[[str], None] = _ignore_auth_failure
     _verified: dict[str, AccessClaims] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
         """Open the database, the blob store, every space root and the secret.
 
-        Raises `ConfigError` for a missing space directory or a weak secret and
-        `StorageError` for an unreachable database.
+        Raises `ConfigError` for a missing space directory, a weak secret or a
+        bad blob store URL, and `StorageError` for an unreachable database or
+        blob store.
         """
         data_dir, resolver = settings.data_dir, settings.resolver
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        meta = open_metadata_store(settings.database_url)
-        blobs = LocalBlobStore.open_dir(data_dir / BLOBS_DIR_NAME, resolver=resolver)
+        meta = open_metadata_store(
+            settings.database_url, auto_upgrade=settings.db_auto_upgrade
+        )
+        blobs = open_blob_store(settings)
 
         def home_for(user: UserLike) -> Space:
-            return HomeSpace(user.id, meta, blobs)
+            quota = settings.home_quota_bytes
+            return HomeSpace(user.id, meta, blobs, quota_bytes=quota)
 
         spaces = SpaceRegistry(
             open_directory_spaces(settings.spaces, resolver=resolver), home_for
@@ -140,7 +153,7 @@ class Services:
         stored = user.password_hash if user is not None and user.active else None
         check = self.passwords.verify(stored, password)
         if user is None or not check.ok:
-            _log_failure("login_failed", "bad_credentials", user_name, client)
+            self._login_refused("login_failed", "bad_credentials", user_name, client)
             raise AuthError(_LOGIN_FAILED)
         self.throttle.succeeded(user_name, client)
         checked: User | None = user
@@ -161,6 +174,7 @@ class Services:
             # The password changed (or the account was revoked or disabled)
             # while this login was hashing: the password it checked is stale.
             log.warning("login_failed", extra={"reason": "changed_during_login"})
+            self.on_auth_failure("changed_during_login")
             raise AuthError(_LOGIN_FAILED)
         log.info("login", extra={"user_id": user.id, "scope": format_scopes(granted)})
         return self._issue(user.id, session_id, refresh_token, granted)
@@ -186,11 +200,13 @@ class Services:
             log.warning("refresh_token_reused", extra={**fields, "action": "revoked"})
         if result.outcome is not RefreshOutcome.ROTATED:
             log.warning("refresh_refused", extra={"reason": result.outcome.value})
+            self.on_auth_failure(f"refresh_{result.outcome.value}")
             raise InvalidGrantError(_REFRESH_REFUSED)
         assert result.user_id is not None and result.session_id is not None
         user = self.meta.get_user_by_id(result.user_id)
         if user is None or not user.active:
             log.warning("refresh_refused", extra={**fields, "reason": "user"})
+            self.on_auth_failure("refresh_user")
             raise InvalidGrantError(_REFRESH_REFUSED)
         # A role change revokes the session; the intersection is a second guard.
         granted = parse_scopes(result.scope) & ROLE_SCOPES[user.role]
@@ -246,15 +262,23 @@ class Services:
         """
         claims = self._verified.get(token)
         if claims is None or claims.expires_at <= datetime.now(UTC):
-            claims = self.tokens.verify_access_token(token)
+            try:
+                claims = self.tokens.verify_access_token(token)
+            except InvalidTokenError:
+                self.on_auth_failure("access_token_invalid")
+                raise
             self._remember(token, claims)
         user, session_live = self.meta.get_user_in_session(
             claims.user_id, claims.session_id
         )
         if user is None or not user.active:
-            raise InvalidTokenError("access token refused: the user no longer exists")
+            raise self._token_refused(
+                "access_token_user", "access token refused: the user no longer exists"
+            )
         if not session_live or claims.is_revoked_by(user.tokens_valid_after):
-            raise InvalidTokenError("access token refused: it was revoked")
+            raise self._token_refused(
+                "access_token_revoked", "access token refused: it was revoked"
+            )
         return user, claims
 
     def authorize(self, token: str, scope: str) -> User:
@@ -318,7 +342,9 @@ class Services:
         # something that outlives the session; throttled like a login.
         self._reserve_attempt(user.name, client)
         if not self.passwords.verify(user.password_hash, password).ok:
-            _log_failure("password_recheck_failed", "bad_password", user.name, client)
+            self._login_refused(
+                "password_recheck_failed", "bad_password", user.name, client
+            )
             raise PermissionDeniedError("the password is wrong")
         self.throttle.succeeded(user.name, client)
 
@@ -328,7 +354,7 @@ class Services:
         try:
             self.throttle.check(user_name, client)
         except TooManyRequestsError:
-            _log_failure("login_failed", "throttled", user_name, client)
+            self._login_refused("login_failed", "throttled", user_name, client)
             raise
         self.throttle.failed(user_name, client)
 
@@ -336,16 +362,31 @@ class Services:
         parts = split_api_key(value)
         found = self.meta.api_keys.lookup(parts[0]) if parts else None
         if parts is None or found is None:
-            raise InvalidTokenError("API key refused: unknown key")
+            raise self._token_refused("api_key_unknown", "API key refused: unknown key")
         key, user = found
         if not digests_match(key.secret_hash, parts[1]):
-            raise InvalidTokenError("API key refused: unknown key")
+            raise self._token_refused("api_key_unknown", "API key refused: unknown key")
         now = datetime.now(UTC)
         if key.revoked or (key.expires_at is not None and key.expires_at <= now):
-            raise InvalidTokenError("API key refused: revoked or expired")
+            raise self._token_refused(
+                "api_key_expired", "API key refused: revoked or expired"
+            )
         if not user.active or key.created < user.tokens_valid_after:
-            raise InvalidTokenError("API key refused: it was revoked")
+            raise self._token_refused(
+                "api_key_revoked", "API key refused: it was revoked"
+            )
         return user, parse_scopes(key.scope)
+
+    def _token_refused(self, reason: str, message: str) -> InvalidTokenError:
+        # `reason` is counted (a fixed word); `message` is what the client reads.
+        self.on_auth_failure(reason)
+        return InvalidTokenError(message)
+
+    def _login_refused(
+        self, event: str, reason: str, user_name: str, client: str
+    ) -> None:
+        self.on_auth_failure(reason)
+        _log_failure(event, reason, user_name, client)
 
     def _issue(
         self,

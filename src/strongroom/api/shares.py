@@ -43,7 +43,6 @@ from strongroom.api.offload import send_file
 from strongroom.api.schemas import EntryOut, entry_out, iso_time
 from strongroom.auth import MAX_PASSWORD_BYTES
 from strongroom.auth.scopes import FILES_READ
-from strongroom.confine import ReadHandle
 from strongroom.errors import (
     IsADirectoryPathError,
     NotADirectoryPathError,
@@ -55,7 +54,12 @@ from strongroom.storage.shares import (
     open_shared_file,
     open_shared_folder,
 )
-from strongroom.storage.spaces import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, FileMeta
+from strongroom.storage.spaces import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    FileMeta,
+    FileReader,
+)
 
 __all__ = [
     "SHARE_HEADERS",
@@ -317,12 +321,12 @@ async def _open(request: Request, shares: ShareService, token: str) -> OpenedSha
 
 async def _file_response(
     request: Request, shares: ShareService, record: ShareRecord,
-    handle: ReadHandle, meta: FileMeta,
+    handle: FileReader, meta: FileMeta,
 ) -> Response:
     # The same FileInfo as a normal download, so Range, ETag, conditional
     # requests and active types behave exactly alike.
     try:
-        info = FileInfo.of(handle, meta)
+        info = FileInfo.of(meta)
         offloader = request.app.state.services.offloader
         response = send_file(offloader, handle, info, request.headers, request.method)
         if request.method == "GET" and response.status_code in (200, 206):

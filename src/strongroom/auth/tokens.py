@@ -62,10 +62,12 @@ MAX_LEEWAY_SECONDS = 10
 DEFAULT_MAX_TTL_SECONDS = 7 * 24 * 3600
 
 _REQUIRED_CLAIMS = ("sub", "jti", "aud", "iss", "iat_us", "sid", "scope")
-# A user id as we write it: decimal, no sign, no leading zero, at most 18 digits,
-# so every accepted value fits a signed 64-bit database integer (19 digits
-# reach past 2**63 and made the lookup itself fail).
-_USER_ID = re.compile(r"[1-9][0-9]{0,17}")
+# A user id as we write it: decimal, no sign, no leading zero, and at most
+# MAX_USER_ID, the largest id the `users.id` column holds on every database
+# (PostgreSQL's INTEGER is 32 bits). A larger signed id had made the lookup
+# itself fail: with 19 digits on SQLite, with 11 on PostgreSQL.
+_USER_ID = re.compile(r"[1-9][0-9]{0,9}")
+MAX_USER_ID = 2**31 - 1
 # Our jti is 22 characters (16 random bytes); the bound keeps logs and caches small.
 _JTI = re.compile(r"[\x21-\x7e]{1,64}")
 # A session id as the metadata store writes it (22 base64url characters); the
@@ -221,9 +223,11 @@ class TokenAuthority:
         if payload["iss"] != ISSUER:
             raise refused("the token comes from another issuer")
 
-        sub = check_string(self._codec, payload, "sub", _USER_ID)
+        user_id = int(check_string(self._codec, payload, "sub", _USER_ID))
+        if user_id > MAX_USER_ID:
+            raise refused("claim 'sub' is not a user id")
         return AccessClaims(
-            user_id=int(sub),
+            user_id=user_id,
             token_id=check_string(self._codec, payload, "jti", _JTI),
             issued_at=from_micros(iat_us),
             expires_at=from_micros(exp * 1_000_000),

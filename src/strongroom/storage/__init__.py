@@ -7,6 +7,7 @@ No HTTP types here. Values that leave this package are the frozen dataclasses of
 from strongroom.storage.blobs import (
     BLOBS_DIR_NAME,
     BlobInfo,
+    BlobReader,
     BlobStore,
     BlobWriter,
     LocalBlobStore,
@@ -29,6 +30,7 @@ __all__ = [
     "BLOBS_DIR_NAME",
     "MAX_KEY_BYTES",
     "BlobInfo",
+    "BlobReader",
     "BlobStore",
     "BlobWriter",
     "LocalBlobStore",

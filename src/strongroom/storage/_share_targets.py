@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Literal, Self
 
-from strongroom.confine import Entry, ReadHandle, Root, parse_user_path
+from strongroom.confine import Entry, Root, parse_user_path
 from strongroom.errors import (
     DamagedContentError,
     InvalidPathError,
@@ -58,6 +58,7 @@ from strongroom.storage.home import HomeSpace
 from strongroom.storage.spaces import (
     DirectorySpace,
     FileMeta,
+    FileReader,
     ListPage,
     Space,
     SpaceWriter,
@@ -115,7 +116,7 @@ def identify_target(space: Space, rel_path: str) -> ShareTarget:
     return ShareTarget(space.name, meta.path, kind, identity)
 
 
-def open_shared_file(space: Space, target: ShareTarget) -> tuple[ReadHandle, FileMeta]:
+def open_shared_file(space: Space, target: ShareTarget) -> tuple[FileReader, FileMeta]:
     """Open the file a file share names, if it is still the file that was shared.
 
     The caller owns the handle.
@@ -126,7 +127,7 @@ def open_shared_file(space: Space, target: ShareTarget) -> tuple[ReadHandle, Fil
     if isinstance(space, HomeSpace):
         return _open_home_file(space, target)
     try:
-        handle, meta = space.open(target.rel_path)
+        handle, meta = _directory(space).open(target.rel_path)
     except PathError:
         raise ShareGoneError(SHARE_GONE) from None
     if _file_identity(handle.entry) != target.identity:
@@ -214,7 +215,7 @@ class _HomeFolderView:
         with self._errors_in_share(rel_path):
             return self._rebased(self._home.meta(key))
 
-    def open(self, rel_path: str) -> tuple[ReadHandle, FileMeta]:
+    def open(self, rel_path: str) -> tuple[FileReader, FileMeta]:
         """Open a file of the share."""
         key = self._key("read", rel_path)
         with self._errors_in_share(rel_path):
@@ -281,7 +282,7 @@ _REASONS_IN_SHARE: dict[type[PathError], str] = {
 
 def _open_home_file(
     home: HomeSpace, target: ShareTarget
-) -> tuple[ReadHandle, FileMeta]:
+) -> tuple[FileReader, FileMeta]:
     # The blob is opened by the id checked here, not looked up by path again, so
     # a replace racing with this request cannot slip another file in.
     row = home.metadata.get_file(home.owner_id, target.rel_path)

@@ -37,6 +37,7 @@ from strongroom.errors import (
 __all__ = [
     "BLOBS_DIR_NAME",
     "BlobInfo",
+    "BlobReader",
     "BlobStore",
     "BlobWriter",
     "LocalBlobStore",
@@ -107,6 +108,46 @@ class BlobWriter(Protocol):
     ) -> None: ...
 
 
+class BlobReader(Protocol):
+    """An open blob of a store without file descriptors (an object store).
+
+    The local store hands out the confined root's `ReadHandle` itself, so a
+    download of a local blob keeps its pread path; `open_blob` returns this
+    instead where there is no descriptor. Owns its connections until `close`.
+    """
+
+    @property
+    def size(self) -> int:
+        """The blob's size in bytes, as the store reported it on open."""
+
+    def read(self, n: int = -1) -> bytes:
+        """Read up to `n` bytes from where the last read ended (-1: to the end).
+
+        An empty result means the end of the blob.
+        """
+
+    def read_range(self, offset: int, length: int) -> Iterator[bytes]:
+        """Yield the `length` bytes from `offset` on, in bounded chunks.
+
+        Each call is one request for exactly that range; nothing is fetched
+        before the first chunk is asked for. Raises StorageError (or
+        PathNotFoundError, when the blob was deleted since the open) while
+        iterating.
+        """
+
+    def close(self) -> None:
+        """Release the reader's connections (idempotent)."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
 class BlobStore(Protocol):
     """Where home-space file contents live, addressed by blob id."""
 
@@ -126,11 +167,28 @@ class BlobStore(Protocol):
     def sync(self) -> None:
         """Make every blob written so far durable."""
 
-    def open_blob(self, blob_id: str) -> ReadHandle:
-        """Open a blob for reading."""
+    def create_blob_with_id(
+        self, blob_id: str, *, durable: bool = True
+    ) -> BlobWriter:
+        """Start writing a blob under a given id (copying blobs between stores).
+
+        The write never replaces a blob already stored under the id.
+        """
+
+    def open_blob(self, blob_id: str) -> ReadHandle | BlobReader:
+        """Open a blob for reading: a descriptor where the store has one."""
 
     def delete_blob(self, blob_id: str) -> None:
         """Delete a blob; deleting a missing blob is not an error."""
+
+    def blob_ids(self) -> Iterator[tuple[str, int, int]]:
+        """Yield (blob id, size, mtime in ns) for every stored blob."""
+
+    def close(self) -> None:
+        """Release the store's descriptors or connections."""
+
+    def check(self) -> None:
+        """Raise StorageError if the store is unreachable (cheap; for /readyz)."""
 
 
 class LocalBlobStore:
@@ -205,6 +263,19 @@ class LocalBlobStore:
         """Close the root; later calls fail."""
         self._root.close()
 
+    def check(self) -> None:
+        """Raise StorageError unless the blob folder is still there (one fstat).
+
+        The store works through a descriptor, so a folder removed under a running
+        server looks present until a write fails; its link count of 0 shows it.
+        """
+        try:
+            removed = self._root.stat(".").nlink == 0
+        except PathError as exc:
+            raise StorageError(f"the blob folder cannot be read: {exc.reason}") from exc
+        if removed:
+            raise StorageError("the blob folder was removed; restore it and restart")
+
     def create_blob(
         self,
         *,
@@ -221,7 +292,25 @@ class LocalBlobStore:
         Raises:
             StorageError: the staging file cannot be created.
         """
-        blob_id = new_blob_id(near)
+        return self._writer(new_blob_id(near), max_bytes, durable)
+
+    def create_blob_with_id(
+        self, blob_id: str, *, durable: bool = True
+    ) -> LocalBlobWriter:
+        """Start writing a blob under `blob_id`, for `strongroom storage migrate`.
+
+        A copy keeps its id, since the rows name it. Like every blob write it is
+        exclusive: committing fails if a blob already has the id.
+
+        Raises:
+            StorageError: the id is malformed or the staging file cannot be
+                created; at `commit`, the id is taken.
+        """
+        return self._writer(blob_id, None, durable)
+
+    def _writer(
+        self, blob_id: str, max_bytes: int | None, durable: bool
+    ) -> LocalBlobWriter:
         key = _blob_key(blob_id)
         with _storage_errors(f"blob {blob_id} cannot be created"):
             try:

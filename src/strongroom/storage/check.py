@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from strongroom.errors import PathError
-from strongroom.storage.blobs import LocalBlobStore
+from strongroom.storage.blobs import BlobStore
 from strongroom.storage.metadata import MetadataStore
 
 __all__ = ["ORPHAN_GRACE_SECONDS", "CheckFinding", "CheckReport", "check_stores"]
@@ -73,7 +73,7 @@ class CheckReport:
 
 def check_stores(
     meta: MetadataStore,
-    blobs: LocalBlobStore,
+    blobs: BlobStore,
     *,
     verify_hashes: bool = True,
     repair: bool = False,
@@ -120,7 +120,7 @@ def _mark_damage(
 
 def _remove_orphans(
     meta: MetadataStore,
-    blobs: LocalBlobStore,
+    blobs: BlobStore,
     orphans: list[str],
     stored: dict[str, tuple[int, int]],
     grace_seconds: float,
@@ -138,7 +138,7 @@ def _remove_orphans(
 
 
 def _compare(
-    blobs: LocalBlobStore,
+    blobs: BlobStore,
     blob_id: str,
     size: int,
     sha256: str,

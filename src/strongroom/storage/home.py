@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from strongroom.confine import ReadHandle, parse_user_path
+from strongroom.confine import parse_user_path
 from strongroom.errors import (
     DamagedContentError,
     InvalidPathError,
@@ -26,6 +26,7 @@ from strongroom.storage.metadata import MetadataStore
 from strongroom.storage.records import DirEntry, FileRow
 from strongroom.storage.spaces import (
     FileMeta,
+    FileReader,
     ListPage,
     decode_cursor,
     encode_cursor,
@@ -51,10 +52,19 @@ class HomeSpace:
     kind: Literal["home"] = "home"
     writable = True
 
-    def __init__(self, owner_id: int, meta: MetadataStore, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        owner_id: int,
+        meta: MetadataStore,
+        blobs: BlobStore,
+        *,
+        quota_bytes: int | None = None,
+    ) -> None:
         self.owner_id = owner_id
         self._meta = meta
         self._blobs = blobs
+        # What all the owner's files may add up to; checked as each is stored.
+        self.quota_bytes = quota_bytes
 
     @property
     def metadata(self) -> MetadataStore:
@@ -92,7 +102,7 @@ class HomeSpace:
             raise PathNotFoundError("stat", rel_path, "no such file or folder")
         return _entry_meta(key, entry)
 
-    def open(self, rel_path: str) -> tuple[ReadHandle, FileMeta]:
+    def open(self, rel_path: str) -> tuple[FileReader, FileMeta]:
         """Open a file's blob for reading."""
         key = _file_key("read", rel_path)
         # A replace commits the new row, then deletes the old blob: a reader that
@@ -166,6 +176,7 @@ class HomeSpace:
             result = self._meta.put_file(
                 self.owner_id, key, blob_id=blob_id, size=size, sha256=sha256,
                 content_type=guess_content_type(key), create_only=exclusive,
+                quota_bytes=self.quota_bytes,
             )
         except BaseException:
             self._blobs.delete_blob(blob_id)

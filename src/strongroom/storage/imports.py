@@ -572,7 +572,10 @@ class _HomeStage:
             for action, rel, dst in plan
             if action != "mkdir"
         ]
-        replaced = self._home.metadata.put_many(self._home.owner_id, folders, puts)
+        home = self._home
+        replaced = home.metadata.put_many(
+            home.owner_id, folders, puts, quota_bytes=home.quota_bytes
+        )
         self._published.update(rel for action, rel, _ in plan if action != "mkdir")
         for blob_id in replaced:
             self._home.blob_store.delete_blob(blob_id)

@@ -32,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    func,
     insert,
     select,
     update,
@@ -47,6 +48,7 @@ from strongroom.errors import (
     PathExistsError,
     PathNotFoundError,
     StorageError,
+    StorageQuotaError,
     UserExistsError,
     UserNotFoundError,
 )
@@ -57,9 +59,10 @@ from strongroom.storage._engine import (
     create_store_engine,
     read_options,
 )
-from strongroom.storage._schema import dirs, files, metadata, sessions, users
+from strongroom.storage._schema import dirs, files, sessions, users
 from strongroom.storage.api_keys import ApiKeyStore
 from strongroom.storage.failures import DatabaseFailureCounts
+from strongroom.storage.migrate import prepare_schema
 from strongroom.storage.records import (
     ChildPage,
     DirEntry,
@@ -86,18 +89,29 @@ _DATABASE_ERRORS = (SQLAlchemyError, *_DRIVER_ERRORS)
 
 
 def open_metadata_store(
-    database_url: str, *, now: Callable[[], datetime] | None = None
+    database_url: str,
+    *,
+    now: Callable[[], datetime] | None = None,
+    auto_upgrade: bool = True,
 ) -> MetadataStore:
-    """Connect to the database at `database_url` and create missing tables.
+    """Connect to the database at `database_url` and bring its schema to head.
 
-    `now` replaces the clock that stamps rows (for tests).
+    `now` replaces the clock that stamps rows (for tests). `auto_upgrade` is
+    the `db_auto_upgrade` setting: without it, a database behind this build's
+    schema is refused instead of migrated (see `strongroom.storage.migrate`).
 
     Raises:
         ConfigError: the URL is not a sqlite:/// or postgresql:// URL.
+        SchemaVersionError: the schema is not at head and cannot or may not be
+            upgraded here; the message says what the admin should do.
         StorageError: the database cannot be reached or the tables not created.
     """
     store = MetadataStore(create_store_engine(database_url), now=now)
-    store.create_tables()
+    try:
+        store.create_tables(auto_upgrade=auto_upgrade)
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
@@ -132,10 +146,14 @@ class MetadataStore:
         """
         return self._engine
 
-    def create_tables(self) -> None:
-        """Create the tables and indexes that do not exist yet."""
+    def create_tables(self, *, auto_upgrade: bool = True) -> None:
+        """Bring the database to this build's schema through its migrations.
+
+        At head this is one query; see `strongroom.storage.migrate.prepare_schema`
+        for what happens otherwise and what it raises.
+        """
         with _storage_errors():
-            metadata.create_all(self._engine)
+            prepare_schema(self._engine, auto_upgrade=auto_upgrade)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -402,31 +420,47 @@ class MetadataStore:
         sha256: str,
         content_type: str,
         create_only: bool = False,
+        quota_bytes: int | None = None,
     ) -> PutResult:
         """Insert or replace the file at `rel_path` in one transaction.
 
         Missing parent folders are created. A replaced file keeps its `created`
         time; its old blob id is returned for the caller to delete after this
         returns (never before: until the commit, the old row still points at it).
+        With `quota_bytes`, a put that grows the owner's files past it is refused.
 
         Raises:
             PathExistsError: `create_only` and a file is already there.
             IsADirectoryPathError: a folder is there.
             NotADirectoryPathError: a parent is a file.
             UserNotFoundError: the owner does not exist.
+            StorageQuotaError: the put would take the owner past `quota_bytes`.
         """
         tree.check_key("put", rel_path)
         now = self._now()
 
         with self._write() as conn:
             tree.lock_owner(conn, owner_id)
-            return _put_in(
+            before = _used_bytes(conn, owner_id) if quota_bytes is not None else 0
+            result = _put_in(
                 conn, owner_id, rel_path, now, blob_id=blob_id, size=size,
                 sha256=sha256, content_type=content_type, create_only=create_only,
             )
+            _check_quota(conn, owner_id, quota_bytes, before)
+            return result
+
+    def used_bytes(self, owner_id: int) -> int:
+        """Return the bytes of all the owner's files (what a quota counts)."""
+        with self._read() as conn:
+            return _used_bytes(conn, owner_id)
 
     def put_many(
-        self, owner_id: int, folders: Sequence[str], puts: Sequence[NewFile]
+        self,
+        owner_id: int,
+        folders: Sequence[str],
+        puts: Sequence[NewFile],
+        *,
+        quota_bytes: int | None = None,
     ) -> list[str]:
         """Add `folders`, then put `puts`, all in one transaction.
 
@@ -448,6 +482,7 @@ class MetadataStore:
 
         with self._write() as conn:
             tree.lock_owner(conn, owner_id)
+            before = _used_bytes(conn, owner_id) if quota_bytes is not None else 0
             for rel_path in folders:
                 kind = tree.kind_of(conn, owner_id, rel_path)
                 if kind is None:
@@ -455,7 +490,9 @@ class MetadataStore:
                     tree.insert_dirs(conn, owner_id, [rel_path], now)
                 elif kind != "dir":
                     raise PathExistsError("mkdir", rel_path, "a file has this name")
-            return _put_batch(conn, owner_id, puts, now, known_dirs=set(folders))
+            replaced = _put_batch(conn, owner_id, puts, now, known_dirs=set(folders))
+            _check_quota(conn, owner_id, quota_bytes, before)
+            return replaced
 
     def add_dir(
         self,
@@ -693,6 +730,32 @@ def _put_batch(
     if new_rows:
         conn.execute(insert(files), new_rows)
     return replaced
+
+
+def _used_bytes(conn: Connection, owner_id: int) -> int:
+    total = conn.execute(
+        select(func.coalesce(func.sum(files.c.size), 0)).where(
+            files.c.owner_id == owner_id
+        )
+    ).scalar_one()
+    return int(total)
+
+
+def _check_quota(
+    conn: Connection, owner_id: int, quota_bytes: int | None, before: int
+) -> None:
+    # Counted after the change, inside its transaction and under the owner's
+    # lock: the transaction rolls back when this raises. A change that does not
+    # grow the space passes even over the quota (lowered since, say), so that
+    # replacing a file with a smaller one always works.
+    if quota_bytes is None:
+        return
+    after = _used_bytes(conn, owner_id)
+    if after > quota_bytes and after > before:
+        raise StorageQuotaError(
+            f"the home space would hold {after} bytes, over its quota of "
+            f"{quota_bytes} bytes; delete files to make room"
+        )
 
 
 def _taken_paths(conn: Connection, owner_id: int, paths: list[str]) -> set[str]:

@@ -16,12 +16,14 @@ from typing import Literal, Protocol
 
 from strongroom.confine import AtomicWriter, Entry, ReadHandle, Root
 from strongroom.errors import InvalidPathError, PermissionDeniedError
+from strongroom.storage.blobs import BlobReader
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "DirectorySpace",
     "FileMeta",
+    "FileReader",
     "ListPage",
     "Space",
     "SpaceWriter",
@@ -36,6 +38,10 @@ __all__ = [
 # for: a page of 5,000 entries is a few hundred KiB of JSON.
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
+
+# An opened file: a descriptor from a confined root (directory spaces and local
+# blobs), or a reader of a blob store that has none (S3).
+FileReader = ReadHandle | BlobReader
 
 Kind = Literal[
     "file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"
@@ -94,7 +100,7 @@ class Space(Protocol):
     def meta(self, rel_path: str) -> FileMeta:
         """Describe one file or folder."""
 
-    def open(self, rel_path: str) -> tuple[ReadHandle, FileMeta]:
+    def open(self, rel_path: str) -> tuple[FileReader, FileMeta]:
         """Open a file for reading."""
 
     def writer(self, rel_path: str, *, exclusive: bool) -> SpaceWriter:
