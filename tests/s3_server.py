@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -159,7 +160,16 @@ def _start(top: Path) -> S3Server:
 
 
 def _flags(folder: Path, ports: dict[str, int]) -> list[str]:
+    # With one identity configured, SeaweedFS checks every request's signature
+    # (and a signed URL's expiry), as a real store does; without, it lets all in.
+    identities = folder / "s3-identities.json"
+    identities.write_text(json.dumps({"identities": [{
+        "name": "strongroom-test",
+        "credentials": [{"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }]}))
     return [
+        f"-s3.config={identities}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         f"-dir={folder / 'data'}",

@@ -35,6 +35,8 @@ Every key, with its default:
     offload = "none"                       # none | nginx | apache: who sends the
                                            # bytes of downloads (docs/deploy.md)
     offload_prefix = "/_strongroom"        # nginx's internal locations start so
+    s3_redirect_seconds = 0                # S3 homes: redirect downloads to a URL
+                                           # signed this long (0: the app streams)
     blob_store_url = ""                    # home files' bytes: "" (data_dir/blobs),
                                            # file:///ABS/PATH or s3://BUCKET[/PREFIX]
     s3_endpoint_url = ""                   # http(s)://HOST[:PORT]; "" for AWS itself
@@ -265,6 +267,9 @@ class Settings(BaseSettings):
     # "nginx": answer downloads of local files with X-Accel-Redirect to an internal
     # location under `offload_prefix`; "apache": with X-Sendfile. See docs/deploy.md.
     offload: OffloadMode = "none"
+    # With home blobs in S3: answer a download with a redirect to a URL signed
+    # for this many seconds, so the store sends the bytes (0: the app streams).
+    s3_redirect_seconds: _Int = Field(default=0, ge=0, le=3600)
     offload_prefix: str = Field(
         default="/_strongroom", pattern=r"^(/[A-Za-z0-9_-]+)+$", max_length=64
     )

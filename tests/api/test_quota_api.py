@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import io
 import tarfile
-import threading
 from collections.abc import Iterator
 
 import pytest
 from live_server import API, CONFIG, SPACE_DIRS, LiveServer, files_url, run_server
 from tus_support import USERS, create, location, patch
+
+from concurrency import run_together
 
 QUOTA = 1000
 
@@ -112,16 +113,9 @@ def test_concurrent_uploads_never_pass_the_quota_together(
     server: LiveServer,
 ) -> None:
     """Ten 300-byte uploads race for room for three."""
-    statuses: list[int] = []
-
-    def upload(n: int) -> None:
-        statuses.append(server.put("home", f"c{n}.bin", b"c" * 300).status)
-
-    threads = [threading.Thread(target=upload, args=(n,)) for n in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = run_together(
+        10, lambda n: server.put("home", f"c{n}.bin", b"c" * 300).status
+    )
 
     assert sorted(statuses) == [201] * 3 + [507] * 7
     assert used(server) == 900

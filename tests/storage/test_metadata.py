@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from concurrency import run_together
 from strongroom.errors import (
     ConfigError,
     DirectoryNotEmptyError,
@@ -890,20 +891,15 @@ def test_concurrent_puts_never_pass_the_quota_together(
     store: MetadataStore, alice: User
 ) -> None:
     """Eight writers race for room for five 20-byte files: exactly five win."""
-    outcomes: list[str] = []
 
-    def write(worker: int) -> None:
+    def write(worker: int) -> str:
         try:
             _put(store, alice.id, f"w{worker}", 20, worker + 1)
-            outcomes.append("stored")
         except StorageQuotaError:
-            outcomes.append("refused")
+            return "refused"
+        return "stored"
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = run_together(8, write)
 
     assert sorted(outcomes) == ["refused"] * 3 + ["stored"] * 5
     assert store.used_bytes(alice.id) == 100

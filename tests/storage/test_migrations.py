@@ -9,7 +9,6 @@ database-wide there, so no other test run shares it.
 from __future__ import annotations
 
 import fcntl
-import functools
 import os
 import secrets
 import subprocess
@@ -22,10 +21,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
+from pg_database import fresh_postgres_database, postgres_problem
 from strongroom.storage import open_metadata_store
 from strongroom.storage._engine import create_store_engine
 from strongroom.storage._schema import metadata
@@ -39,49 +38,19 @@ from strongroom.storage.migrate import (
     upgrade,
 )
 
-POSTGRES_URL = os.environ.get(
-    "STRONGROOM_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test"
-)
 STRONGROOM = Path(sys.executable).with_name("strongroom")
 # Bounds for the tests that run other processes; each normally takes a second.
 PROCESS_TIMEOUT_SECONDS = 60.0
 
 
-@functools.cache
-def _postgres_problem() -> str | None:
-    engine = _admin_engine()
-    try:
-        with engine.connect():
-            return None
-    except OperationalError as exc:
-        return str(exc.orig).splitlines()[0]
-    finally:
-        engine.dispose()
-
-
-def _admin_engine() -> Engine:
-    url = make_url(POSTGRES_URL).set(drivername="postgresql+psycopg")
-    return create_engine(
-        url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
-
-
 @pytest.fixture(scope="module")
 def postgres_database() -> Iterator[str]:
     """The URL of a PostgreSQL database made for this module, dropped after it."""
-    problem = _postgres_problem()
+    problem = postgres_problem()
     if problem:
         pytest.skip(f"PostgreSQL is unreachable ({problem}); issue #2 wants both")
-    name = f"strongroom_migrations_{secrets.token_hex(6)}"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_postgres_database("strongroom_migrations") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
     The `resolver` setting ("walk") forces the component-walk fallback everywhere.
     """
     services = Services.open(settings)
-    if settings.offload != "none":
+    if settings.offload != "none" or settings.s3_redirect_seconds:
         blob_dir = local_blob_dir(settings)
         services.offloader = Offloader.from_settings(settings, blob_dir)
     share_service = ShareService.open(services)

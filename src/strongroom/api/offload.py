@@ -34,6 +34,7 @@ from starlette.responses import Response
 from strongroom.api.download import FileInfo, FileResponse, content_headers
 from strongroom.config import OffloadMode, Settings
 from strongroom.confine import ReadHandle
+from strongroom.storage.blobs import SignableReader
 from strongroom.storage.spaces import FileReader
 
 __all__ = [
@@ -70,9 +71,12 @@ class Offloader:
     open); the caller then sends the file itself.
     """
 
-    def __init__(self, mode: OffloadMode, trees: Iterable[_Tree]) -> None:
+    def __init__(
+        self, mode: OffloadMode, trees: Iterable[_Tree], redirect_seconds: int = 0
+    ) -> None:
         self.mode = mode
         self.trees = tuple(trees)
+        self.redirect_seconds = redirect_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings, blob_dir: Path | None) -> Offloader:
@@ -85,7 +89,7 @@ class Offloader:
         if blob_dir is not None:
             blobs_uri = f"{prefix}/{INTERNAL_BLOBS}"
             trees.append(_Tree(os.path.realpath(blob_dir), blobs_uri))
-        return cls(settings.offload, trees)
+        return cls(settings.offload, trees, settings.s3_redirect_seconds)
 
     @property
     def enabled(self) -> bool:
@@ -103,6 +107,27 @@ class Offloader:
                 rel = host_path[len(tree.host_path) + 1:]
                 return self._hand_over(tree, rel, host_path, info)
         return None
+
+    def redirect(self, handle: SignableReader, info: FileInfo) -> Response | None:
+        """Return a 307 to a short-lived signed URL of an S3 blob, if set up.
+
+        The store sends the bytes, with the type and disposition the app chose
+        (active types stay attachments). It cannot add our other safety headers,
+        but it answers from its own origin, never ours.
+        """
+        if not self.redirect_seconds:
+            return None
+        headers = content_headers(info)
+        url = handle.presigned_url(
+            self.redirect_seconds,
+            headers["content-type"],
+            headers["content-disposition"],
+        )
+        return Response(status_code=307, headers={
+            "location": url,
+            "cache-control": "private, no-store",
+            "referrer-policy": "no-referrer",
+        })
 
     def _hand_over(
         self, tree: _Tree, rel: str, host_path: str, info: FileInfo
@@ -127,11 +152,14 @@ def send_file(
     """Answer a download: handed to the front server when set up, else sent here.
 
     Takes ownership of `handle` either way. A blob with no descriptor (S3) is
-    never handed over: the front server cannot reach it.
+    never handed to the front server, which cannot reach it; with
+    `s3_redirect_seconds` set, its client is redirected to the store instead.
     """
     handed_over = None
     if offloader is not None and isinstance(handle, ReadHandle):
         handed_over = offloader.response(handle, info)
+    elif offloader is not None and isinstance(handle, SignableReader):
+        handed_over = offloader.redirect(handle, info)
     if handed_over is None:
         return FileResponse(handle, info, request_headers, method=method)
     handle.close()

@@ -329,7 +329,8 @@ async def _file_response(
         info = FileInfo.of(meta)
         offloader = request.app.state.services.offloader
         response = send_file(offloader, handle, info, request.headers, request.method)
-        if request.method == "GET" and response.status_code in (200, 206):
+        # A redirect to the store hands the bytes over: it counts as well.
+        if request.method == "GET" and response.status_code in (200, 206, 307):
             await anyio.to_thread.run_sync(shares.count_download, record)
     except BaseException:
         handle.close()

@@ -233,6 +233,27 @@ class S3BlobReader:
         """The blob's size in bytes, as HeadObject reported it."""
         return self._size
 
+    def presigned_url(
+        self, ttl_seconds: int, content_type: str, content_disposition: str
+    ) -> str:
+        """Return a URL that lets its holder GET this blob for `ttl_seconds`.
+
+        Signed locally (no request is made). The store answers the download
+        with the given type and disposition, so a browser treats it exactly as
+        one sent by the app; Range requests go to the store directly.
+        """
+        params = {
+            "Bucket": self._bucket,
+            "Key": self._key,
+            "ResponseContentType": content_type,
+            "ResponseContentDisposition": content_disposition,
+        }
+        with s3_errors(f"blob {self._blob_id} cannot be signed"):
+            url: str = self._client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=ttl_seconds
+            )
+        return url
+
     def read(self, n: int = -1) -> bytes:
         """Read up to `n` bytes from where the last read ended (-1: to the end).
 

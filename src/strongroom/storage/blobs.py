@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Literal, Protocol, Self, runtime_checkable
 
 from strongroom.confine import AtomicWriter, ReadHandle, Root
 from strongroom.errors import (
@@ -42,6 +42,7 @@ __all__ = [
     "BlobWriter",
     "LocalBlobStore",
     "LocalBlobWriter",
+    "SignableReader",
     "new_blob_id",
 ]
 
@@ -146,6 +147,16 @@ class BlobReader(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class SignableReader(Protocol):
+    """A blob that its store can serve itself, through a short-lived signed URL."""
+
+    def presigned_url(
+        self, ttl_seconds: int, content_type: str, content_disposition: str
+    ) -> str:
+        """Return a URL that lets its holder GET the blob for `ttl_seconds`."""
 
 
 class BlobStore(Protocol):
