@@ -26,6 +26,7 @@ nothing else maps errors to status codes.
     │   └── SharePasswordError     a share link's password is missing or wrong (401)
     ├── PermissionDeniedError      authenticated, but not allowed (403)
     ├── StorageError               the metadata or blob store failed (500)
+    │   └── StoreUnavailableError  the blob store cannot be reached now (503)
     ├── UserError                  a user account operation was refused
     │   ├── UserExistsError        the user name is taken (409)
     │   ├── UserNotFoundError      no user by that name or id (404)
@@ -109,6 +110,7 @@ __all__ = [
     "UploadNotFoundError",
     "UploadOffsetError",
     "StorageQuotaError",
+    "StoreUnavailableError",
     "UploadQuotaError",
     "UserError",
     "UserExistsError",
@@ -286,6 +288,13 @@ class IncompleteUploadError(StrongroomError):
 
 class PreconditionFailedError(StrongroomError):
     """A conditional request (such as `If-None-Match: *`) found its condition false."""
+
+
+class StoreUnavailableError(StorageError):
+    """The blob store could not be reached (refused, timed out, cut off): a 503.
+
+    The request may succeed later; nothing was half-written.
+    """
 
 
 class LimitExceededError(StrongroomError):

@@ -189,6 +189,15 @@ def test_healthz_answers_ok_without_a_token(server: LiveServer) -> None:
     assert reply.header("Cache-Control") == "no-store"
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_answer_head_as_load_balancers_send_it(
+    server: LiveServer, path: str
+) -> None:
+    reply = server.request("HEAD", path, token=None)
+
+    assert reply.status == 200 and reply.body == b""
+
+
 # /readyz
 
 

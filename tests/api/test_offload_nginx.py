@@ -199,6 +199,8 @@ def test_a_folder_swapped_for_a_symlink_after_the_check_is_refused_by_nginx(
                 break
             got = env.front.request("GET", files_url("lab", "d/f.txt"))
             assert SECRET not in got.body, "nginx followed the swapped-in link"
+            if got.status != 200:
+                assert got.header("content-type") == "application/problem+json"
             statuses[got.status] = statuses.get(got.status, 0) + 1
     finally:
         stop.set()
@@ -251,3 +253,63 @@ def test_the_generated_config_passes_nginx_own_check(fronted: Fronted) -> None:
     trees = len(SPACE_DIRS) + (0 if on_s3() else 1)  # and the local blob folder
     assert text.count("disable_symlinks on;") == trees
     assert text.count("internal;") == trees
+
+
+def test_a_deep_non_ascii_path_is_served_and_takes_no_instance_out(
+    env: Fronted,
+) -> None:
+    """Found by an attack session: a long X-Accel-Redirect overflowed nginx's
+    4 KiB header buffer, a 502 that marked the instance down for everyone."""
+    name = "/".join(["\u3042" * 80] * 6) + "/deep.txt"  # 1,440 bytes, 4 KiB encoded
+    (env.app.parent / "lab" / name).parent.mkdir(parents=True)
+    (env.app.parent / "lab" / name).write_bytes(b"deep")
+
+    got = [env.front.request("GET", files_url("lab", quote(name))) for _ in range(3)]
+    ready = [env.front.request("GET", "/readyz", token=None) for _ in range(5)]
+
+    assert [(g.status, g.body) for g in got] == [(200, b"deep")] * 3
+    assert [r.status for r in ready] == [200] * 5
+
+
+def test_validators_are_the_apps_and_judged_before_handing_over(
+    env: Fronted,
+) -> None:
+    body = bytes(range(256)) * 40
+    env.front.put("lab", "v.bin", body)
+    first = env.front.request("GET", files_url("lab", "v.bin"))
+    etag = first.header("etag") or ""
+
+    cached = env.front.request("GET", files_url("lab", "v.bin"),
+                               headers={"If-None-Match": etag})
+    beyond = env.front.request("GET", files_url("lab", "v.bin"),
+                               headers={"Range": "bytes=999999-"})
+    several = env.front.request("GET", files_url("lab", "v.bin"),
+                                headers={"Range": "bytes=0-1,5-6"})
+
+    assert etag.startswith('"') and etag == env.app.request(
+        "GET", files_url("lab", "v.bin")).header("etag")
+    assert cached.status == 304 and cached.body == b""
+    assert beyond.status == 416
+    assert beyond.header("content-type") == "application/problem+json"
+    assert several.status == 200 and several.body == body  # one range at most
+
+
+def test_a_share_link_counts_only_what_is_sent(env: Fronted) -> None:
+    """304 and 416 are the app's answers and use up no download of a link."""
+    env.front.put("lab", "once.txt", b"only once")
+    made = env.front.request(
+        "POST", "/api/v1/spaces/lab/shares",
+        body=json.dumps({"path": "once.txt", "max_downloads": 1}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    url = made.json()["url"]  # type: ignore[index]
+
+    cached = env.front.request("GET", url, token=None, headers={"If-None-Match": "*"})
+    beyond = env.front.request("GET", url, token=None,
+                               headers={"Range": "bytes=1000-"})
+    sent = env.front.request("GET", url, token=None)
+    again = env.front.request("GET", url, token=None)
+
+    assert (cached.status, beyond.status) == (304, 416)
+    assert (sent.status, sent.body) == (200, b"only once")
+    assert again.status == 410

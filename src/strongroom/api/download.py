@@ -31,6 +31,7 @@ from strongroom.storage.spaces import FileMeta, FileReader
 __all__ = [
     "FileInfo",
     "FileResponse",
+    "answer_status",
     "content_disposition",
     "content_headers",
     "is_active_type",
@@ -224,6 +225,11 @@ class FileResponse(Response):
 
 def _next_chunk(chunks: Iterator[bytes]) -> bytes:
     return next(chunks, b"")
+
+
+def answer_status(info: FileInfo, headers: Mapping[str, str]) -> int:
+    """Return the status a download of `info` gets: 200, 206, 304 or 416."""
+    return _plan(info, headers)[0]
 
 
 def _plan(info: FileInfo, headers: Mapping[str, str]) -> tuple[int, int, int]:

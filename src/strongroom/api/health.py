@@ -83,15 +83,17 @@ def build_router(services: Services, metrics: Metrics) -> APIRouter:
     )
     scrape = _ScrapeGate(services, services.settings.metrics_token)
 
-    @router.get("/healthz", summary="Liveness: the process is up",
-                response_model=HealthOut)
+    # HEAD too: many load balancers probe with it.
+    @router.api_route("/healthz", methods=["GET", "HEAD"],
+                      summary="Liveness: the process is up", response_model=HealthOut)
     async def healthz(response: Response) -> HealthOut:
         """Answer 200 while the process runs; looks at no database or disk."""
         response.headers.update(_NO_STORE)
         return HealthOut(status="ok")
 
-    @router.get(
-        "/readyz", summary="Readiness: the database and the blob store answer",
+    @router.api_route(
+        "/readyz", methods=["GET", "HEAD"],
+        summary="Readiness: the database and the blob store answer",
         response_model=ReadyOut,
         responses={503: {"description": "A check failed or timed out",
                          "content": {PROBLEM_TYPE: {}}}},

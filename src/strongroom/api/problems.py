@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 PROBLEM_TYPE = "application/problem+json"
+# How long a client should wait before retrying when the blob store is away.
+RETRY_STORE_SECONDS = 5
 
 log = logging.getLogger("strongroom.api")
 
@@ -82,6 +84,7 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.UploadLockedError: (423, "upload_locked"),
     # tus 1.0 checksum extension: 460 is the protocol's own status.
     errors.ChecksumMismatchError: (460, "checksum_mismatch"),
+    errors.StoreUnavailableError: (503, "store_unavailable"),
     errors.StorageError: (500, "storage_error"),
     errors.ConfigError: (500, "config_error"),
 }
@@ -156,8 +159,14 @@ def strongroom_error_response(exc: errors.StrongroomError) -> JSONResponse:
     """Log a handled error once and return its problem+json answer."""
     status, code = status_of(exc)
     headers = {"WWW-Authenticate": _bearer_challenge(exc)} if status == 401 else None
-    if status >= 500:
+    if status >= 500 and not isinstance(exc, errors.LimitExceededError):
+        # Our fault (or the store's): the cause goes to the log, not the client.
+        # A full quota (507) is the client's to act on, and says what to do.
         log.error("request_failed", exc_info=exc, extra={"code": code})
+        if isinstance(exc, errors.StoreUnavailableError):
+            detail = "the file store cannot be reached just now; try again shortly"
+            return problem_response(status, code, detail,
+                                    headers={"Retry-After": str(RETRY_STORE_SECONDS)})
         return problem_response(status, code, "the server could not complete this")
     if isinstance(exc, errors.PathError):
         log.warning(

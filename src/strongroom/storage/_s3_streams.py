@@ -18,11 +18,26 @@ from botocore.client import BaseClient  # type: ignore[import-untyped]
 from botocore.exceptions import (  # type: ignore[import-untyped]
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
 )
 from botocore.response import StreamingBody  # type: ignore[import-untyped]
 
-from strongroom.errors import LimitExceededError, PathNotFoundError, StorageError
+from strongroom.errors import (
+    LimitExceededError,
+    PathNotFoundError,
+    StorageError,
+    StoreUnavailableError,
+)
 from strongroom.storage.blobs import BlobInfo
+
+# Failures that say the store is not there, rather than that it refused.
+_UNREACHABLE = (
+    EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
+    ConnectionClosedError,
+)
 
 __all__ = [
     "MAX_PARTS",
@@ -349,7 +364,13 @@ def s3_errors(what: str) -> Iterator[None]:
 
 
 def storage_error(what: str, exc: BotoCoreError | ClientError) -> StorageError:
-    """Return the StorageError for a failed call: what failed, and why."""
+    """Return the StorageError for a failed call: what failed, and why.
+
+    A store that cannot be reached at all (refused, timed out, cut off) gives a
+    StoreUnavailableError, which clients see as a 503 to retry.
+    """
+    if isinstance(exc, _UNREACHABLE):
+        return StoreUnavailableError(f"{what}: {_reason(exc)}")
     return StorageError(f"{what}: {_reason(exc)}")
 
 

@@ -8,6 +8,7 @@ path or id reaches another user's files.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Literal
 
@@ -34,6 +35,8 @@ from strongroom.storage.spaces import (
 )
 
 __all__ = ["BLOB_RACE_RETRIES", "HomeSpace"]
+
+log = logging.getLogger("strongroom.storage")
 
 # Each retry follows a replace that committed between our row read and blob open;
 # three in a row means the file is being replaced faster than it can be read.
@@ -152,7 +155,7 @@ class HomeSpace:
         except IsADirectoryPathError:
             self._meta.remove_dir(self.owner_id, key)
             return
-        self._blobs.delete_blob(blob_id)
+        self._drop_blob(blob_id)
 
     def move(self, src: str, dst: str, *, overwrite: bool) -> FileMeta:
         """Move a file or folder; replaced files' blobs are deleted afterwards."""
@@ -166,7 +169,7 @@ class HomeSpace:
         for blob_id in self._meta.move(
             self.owner_id, src_key, dst_key, overwrite=overwrite
         ):
-            self._blobs.delete_blob(blob_id)
+            self._drop_blob(blob_id)
         return self.meta(dst_key)
 
     def _publish(
@@ -182,8 +185,18 @@ class HomeSpace:
             self._blobs.delete_blob(blob_id)
             raise
         if result.replaced_blob_id is not None:
-            self._blobs.delete_blob(result.replaced_blob_id)
+            self._drop_blob(result.replaced_blob_id)
         return _file_meta(result.file), result.created
+
+    def _drop_blob(self, blob_id: str) -> None:
+        # Called once no row refers to the blob any more: the change the client
+        # asked for is done, so a store that fails now (an S3 outage) leaves an
+        # orphan for `strongroom check --repair`, not an error for the client.
+        try:
+            self._blobs.delete_blob(blob_id)
+        except StorageError as exc:
+            log.warning("blob_delete_failed", extra={"blob_id": blob_id,
+                                                     "reason": str(exc)})
 
 
 class _HomeWriter:

@@ -361,9 +361,11 @@ def _make_client(
         region_name=region,
         signature_version="s3v4",
         s3={"addressing_style": addressing_style},
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=10,
-        read_timeout=60,
+        # Bounded so a store that hangs ties a worker thread up for at most
+        # about 2 x (5 + 20) s before the client gets a 503.
+        retries={"mode": "standard", "max_attempts": 2},
+        connect_timeout=5,
+        read_timeout=20,
         max_pool_connections=MAX_POOL_CONNECTIONS,
         # botocore 1.36 on adds CRC checksums to every upload by default, which
         # many S3-compatible stores refuse; we hash every blob ourselves.
