@@ -36,7 +36,7 @@ from live_server import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from strongroom.api.health import ReadinessProbe
+from strongroom.api.health import READY_FRESH_SECONDS, ReadinessProbe
 from strongroom.config import load_settings
 from strongroom.errors import ConfigError
 
@@ -220,6 +220,7 @@ def test_readyz_is_503_while_the_postgresql_database_is_dropped(
         assert get(live, "/readyz").status == 200
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{postgres_database}" WITH (FORCE)')
+        time.sleep(READY_FRESH_SECONDS)  # the last answer is reused that long
 
         reply, seconds = timed(lambda: get(live, "/readyz"))
         alive = get(live, "/healthz")
@@ -246,6 +247,7 @@ def test_readyz_is_503_while_the_sqlite_file_is_away_and_200_once_back(
         alive = get(server, "/healthz")
     finally:
         os.rename(away, db_file)
+    time.sleep(READY_FRESH_SECONDS)  # the failed answer is reused that long
     back = get(server, "/readyz")
 
     assert reply.status == 503
@@ -572,3 +574,21 @@ def test_a_weak_metrics_token_stops_start_up_without_being_shown(
 
     assert "metrics_token" in str(caught.value)
     assert value not in str(caught.value)
+
+
+def test_readyz_runs_each_check_at_most_once_a_second() -> None:
+    """Anonymous probes cannot make the server ask its database or store more."""
+    calls: list[float] = []
+    probe = ReadinessProbe({"blobs": lambda: calls.append(time.monotonic())}, 1.0,
+                           fresh_seconds=0.5)
+
+    async def many() -> list[dict[str, str]]:
+        answers = [await probe.run() for _ in range(20)]
+        await asyncio.sleep(0.6)
+        answers.append(await probe.run())
+        return answers
+
+    answers = asyncio.run(many())
+
+    assert answers == [{"blobs": "ok"}] * 21
+    assert len(calls) == 2

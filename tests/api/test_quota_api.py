@@ -96,11 +96,22 @@ def test_an_import_past_the_quota_is_refused_as_a_whole(server: LiveServer) -> N
     assert used(server) == 0
 
 
-def test_a_resumable_upload_past_the_quota_is_refused_at_its_end(
+def test_a_resumable_upload_that_cannot_fit_is_refused_when_created(
     server: LiveServer,
 ) -> None:
     server.put("home", "a.bin", b"a" * 900)
-    url = location(create(server, "home", "t.bin", 200))
+
+    made = create(server, "home", "t.bin", 200)
+
+    assert_quota_refusal(made.status, made.header("content-type"), made.body)
+    assert made.header("location") is None
+
+
+def test_a_resumable_upload_overtaken_by_other_files_is_refused_at_its_end(
+    server: LiveServer,
+) -> None:
+    url = location(create(server, "home", "t.bin", 200))  # fits now
+    server.put("home", "a.bin", b"a" * 900)  # and then no longer
 
     done = patch(server, url, 0, b"t" * 200)
 

@@ -6,6 +6,7 @@ and a delete answered 500 although it had already removed the file.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +55,31 @@ def test_requests_get_a_503_to_retry_while_the_store_is_away(
     assert removed.status == 204
     names = [e["name"] for e in listing.json()["entries"]]  # type: ignore[index]
     assert names == ["kept.txt"]
+
+
+def test_an_instance_starts_while_the_store_is_away_and_says_it_is_not_ready(
+    tmp_path: Path,
+) -> None:
+    """Under an orchestrator, a store outage must not crash-loop every instance."""
+    parent = tmp_path / "p"
+    (parent / "lab").mkdir(parents=True)
+    with socket.socket() as closed:  # a loopback port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = (
+        f'data_dir = "{parent / "data"}"\n'
+        f'blob_store_url = "s3://away/homes"\n'
+        f's3_endpoint_url = "http://127.0.0.1:{port}"\n'
+        's3_access_key_id = "k"\ns3_secret_access_key = "not-a-real-secret"\n'
+        '[[spaces]]\nname = "lab"\npath = "lab"\nmode = "rw"\nusers = ["*"]\n'
+    )
+    with run_server(parent, config, "auto", (("alice", ALICE_PASSWORD, "user"),)) as s:
+        ready = s.request("GET", "/readyz", token=None)
+        local = s.put("lab", "fine.txt", b"directory spaces still work")
+        home = s.put("home", "later.txt", b"not now")
+
+    assert ready.status == 503
+    assert ready.json()["checks"]["blobs"] == "failed"  # type: ignore[index]
+    assert local.status == 201
+    assert home.status == 503
+    assert home.json()["code"] == "store_unavailable"  # type: ignore[index]

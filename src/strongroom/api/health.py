@@ -49,6 +49,8 @@ __all__ = [
 # A readiness probe must answer within its own timeout: Kubernetes' default is
 # one second, and we advise three; a healthy SELECT 1 takes milliseconds.
 READY_TIMEOUT_SECONDS = 2.0
+# A check that finished less than this long ago is not run again for /readyz.
+READY_FRESH_SECONDS = 1.0
 
 CheckResult = Literal["ok", "failed", "timeout"]
 
@@ -150,11 +152,16 @@ class ReadinessProbe:
     """
 
     def __init__(
-        self, checks: Mapping[str, Callable[[], None]], timeout_seconds: float
+        self,
+        checks: Mapping[str, Callable[[], None]],
+        timeout_seconds: float,
+        fresh_seconds: float = READY_FRESH_SECONDS,
     ) -> None:
         self._checks = dict(checks)
         self._timeout = timeout_seconds
+        self._fresh = fresh_seconds
         self._running: dict[str, asyncio.Future[Exception | None]] = {}
+        self._started: dict[str, float] = {}
 
     async def run(self) -> dict[str, CheckResult]:
         """Run every check at once; map each name to ok, failed or timeout."""
@@ -165,8 +172,14 @@ class ReadinessProbe:
     async def _run_one(self, name: str) -> CheckResult:
         loop = asyncio.get_running_loop()
         running = self._running.get(name)
-        if running is None or running.done() or running.get_loop() is not loop:
+        # A finished run younger than `fresh_seconds` answers again: anonymous
+        # probes cannot make us ask the database or the store more often.
+        stale = running is not None and running.done() and (
+            loop.time() - self._started.get(name, 0.0) >= self._fresh
+        )
+        if running is None or stale or running.get_loop() is not loop:
             running = self._running[name] = self._start(name, loop)
+            self._started[name] = loop.time()
 
         try:
             outcome = await asyncio.wait_for(asyncio.shield(running), self._timeout)

@@ -13,15 +13,18 @@ open their store here, so they always agree on where blobs are.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 from strongroom.config import BLOB_STORE_URL_PATTERN, Settings
-from strongroom.errors import ConfigError, StrongroomError
+from strongroom.errors import ConfigError, StoreUnavailableError, StrongroomError
 from strongroom.storage.blobs import BLOBS_DIR_NAME, BlobStore, LocalBlobStore
 from strongroom.storage.s3blobs import S3BlobStore
 
 __all__ = ["is_blob_store_url", "local_blob_dir", "open_blob_store"]
+
+log = logging.getLogger("strongroom.storage")
 
 _FILE_SCHEME = "file://"
 _S3_SCHEME = "s3://"
@@ -32,7 +35,9 @@ def open_blob_store(settings: Settings, url: str | None = None) -> BlobStore:
 
     Like a local store opened on start-up, an S3 store is cleaned of the
     crash leftovers of dead writers (old unfinished uploads) on open, which is
-    also its first request: an unreachable bucket fails here, not mid-upload.
+    also its first request: a store that refuses us (a wrong bucket or key)
+    fails here, not mid-upload. One that cannot be reached at all is only
+    logged: the instance starts and is not ready until the store is back.
 
     Raises:
         ConfigError: the URL is malformed, or S3 credentials are missing.
@@ -64,6 +69,11 @@ def open_blob_store(settings: Settings, url: str | None = None) -> BlobStore:
     )
     try:
         store.remove_crash_leftovers()
+    except StoreUnavailableError as exc:
+        # The store is away, not misconfigured: start anyway, so that directory
+        # spaces and logins work and /readyz says what is missing; home
+        # requests answer 503 until the store is back.
+        log.warning("blob_store_unreachable", extra={"reason": str(exc)})
     except StrongroomError:
         store.close()
         raise

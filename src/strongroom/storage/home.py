@@ -21,6 +21,7 @@ from strongroom.errors import (
     PathExistsError,
     PathNotFoundError,
     StorageError,
+    StorageQuotaError,
 )
 from strongroom.storage.blobs import BlobStore, BlobWriter
 from strongroom.storage.metadata import MetadataStore
@@ -104,6 +105,26 @@ class HomeSpace:
         if entry is None:
             raise PathNotFoundError("stat", rel_path, "no such file or folder")
         return _entry_meta(key, entry)
+
+    def check_room(self, rel_path: str, size: int) -> None:
+        """Refuse now a file of `size` bytes at `rel_path` that the quota cannot hold.
+
+        An early answer for a client that declares its size (a resumable
+        upload); the quota is enforced for good when the file is stored.
+
+        Raises:
+            StorageQuotaError: storing it would take the home past its quota.
+        """
+        if self.quota_bytes is None:
+            return
+        row = self._meta.get_file(self.owner_id, _file_key("put", rel_path))
+        replaced = row.size if row is not None else 0
+        after = self._meta.used_bytes(self.owner_id) - replaced + size
+        if size > replaced and after > self.quota_bytes:
+            raise StorageQuotaError(
+                f"a {size}-byte file would take the home space to {after} bytes, "
+                f"over its quota of {self.quota_bytes} bytes; delete files first"
+            )
 
     def open(self, rel_path: str) -> tuple[FileReader, FileMeta]:
         """Open a file's blob for reading."""

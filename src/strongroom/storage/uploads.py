@@ -67,6 +67,7 @@ from strongroom.errors import (
 )
 from strongroom.storage._staging import UPLOAD_ID, StagedFile, StagingArea
 from strongroom.storage._upload_rows import UploadRecord, UploadRows
+from strongroom.storage.home import HomeSpace
 from strongroom.storage.metadata import MetadataStore
 from strongroom.storage.spaces import DirectorySpace, FileMeta, Space
 
@@ -172,8 +173,11 @@ class Uploads:
         Raises:
             PathError, PermissionDeniedError: as `check_upload_target`.
             UploadQuotaError: the owner's unfinished uploads are at their bound.
+            StorageQuotaError: the file would not fit the home's quota.
         """
         check_upload_target(space, rel_path)
+        if isinstance(space, HomeSpace):
+            space.check_room(rel_path, length)
         now = self._now()
         record = UploadRecord(
             id=secrets.token_hex(16), owner_id=owner_id, space=space.name,
