@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -711,24 +710,12 @@ def test_concurrent_writers_of_one_user_all_succeed(
     store: MetadataStore, alice: User
 ) -> None:
     """SQLite must queue writers (BEGIN IMMEDIATE), not fail them as locked."""
-    failures: list[BaseException] = []
-
     def write_many(worker: int) -> None:
-        try:
-            for index in range(15):
-                add_file(
-                    store, alice.id, f"w{worker}/f{index}", f"{worker:02x}{index:02x}"
-                )
-        except BaseException as exc:  # collected, then asserted on
-            failures.append(exc)
+        for index in range(15):
+            add_file(store, alice.id, f"w{worker}/f{index}", f"{worker:02x}{index:02x}")
 
-    threads = [threading.Thread(target=write_many, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(4, write_many)  # raises what any writer raised
 
-    assert failures == []
     assert names(store, alice.id, "") == ["w0", "w1", "w2", "w3"]
     assert all(len(names(store, alice.id, f"w{n}")) == 15 for n in range(4))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from concurrency import run_together
 from s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server
 from strongroom.config import load_settings
 from strongroom.errors import (
@@ -256,23 +256,14 @@ def test_create_blob_with_id_never_replaces_a_blob(subject: Subject) -> None:
 
 def test_concurrent_writers_do_not_disturb_each_other(subject: Subject) -> None:
     written: dict[str, bytes] = {}
-    failures: list[BaseException] = []
 
     def write_many(seed: int) -> None:
-        try:
-            for n in range(8):
-                data = f"{seed}-{n}".encode()
-                written[subject.store.write_blob([data]).blob_id] = data
-        except BaseException as exc:  # collected, then asserted on
-            failures.append(exc)
+        for n in range(8):
+            data = f"{seed}-{n}".encode()
+            written[subject.store.write_blob([data]).blob_id] = data
 
-    threads = [threading.Thread(target=write_many, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(4, write_many)  # raises what any writer raised
 
-    assert failures == []
     assert len(written) == 32
     for blob_id, data in written.items():
         assert read_all(subject.store, blob_id) == data
