@@ -36,6 +36,7 @@ from live_server import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from pg_database import fresh_postgres_database, postgres_problem
 from strongroom.api.health import READY_FRESH_SECONDS, ReadinessProbe
 from strongroom.config import load_settings
 from strongroom.errors import ConfigError
@@ -104,18 +105,12 @@ def spare_server(tmp_path: Path) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
-    """A PostgreSQL database of our own, dropped afterwards if still there."""
-    name = f"strongroom_health_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is unreachable: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield name
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """The name of a PostgreSQL database of our own, dropped afterwards."""
+    problem = postgres_problem()
+    if problem:
+        pytest.skip(f"PostgreSQL is unreachable: {problem}")
+    with fresh_postgres_database("strongroom_health") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @contextmanager

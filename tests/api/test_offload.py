@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from live_server import (
@@ -87,3 +88,17 @@ def test_nginx_config_refuses_a_space_path_nginx_cannot_quote(
     assert done.returncode == 1
     assert "cannot be written into an nginx configuration" in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("name", ["été-あ.txt", "100%.txt"])
+def test_a_name_x_sendfile_cannot_carry_is_sent_by_the_app(
+    apache_fronted: LiveServer, name: str
+) -> None:
+    """Apache gets the path verbatim: non-ASCII (a header cannot hold it) and '%'
+    (mod_xsendfile unescapes it) would reach the wrong file or no answer."""
+    (apache_fronted.parent / "lab" / name).write_bytes(b"sent by the app")
+
+    got = apache_fronted.request("GET", files_url("lab", quote(name)))
+
+    assert (got.status, got.body) == (200, b"sent by the app")
+    assert got.header("x-sendfile") is None

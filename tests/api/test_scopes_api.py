@@ -329,6 +329,7 @@ def test_an_admin_creates_a_user_who_can_log_in(server: LiveServer) -> None:
 
 
 def test_the_account_route_names_the_tokens_scopes(server: LiveServer) -> None:
+    server.reset_home("alice")  # used_bytes counts what earlier tests left
     reader = bearer(login(server, "alice", ALICE_PASSWORD, "files:read"))
 
     reply = server.request("GET", f"{API}/account", headers=reader, token=None)

@@ -23,6 +23,7 @@ spaces whose trees nobody else writes to.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ INTERNAL_BLOBS = "blobs"
 INTERNAL_SPACES = "spaces"
 # What /proc/self/fd/N shows for a file whose name was removed after we opened it.
 _DELETED_SUFFIX = " (deleted)"
+# A path X-Sendfile can carry verbatim: printable ASCII, and no '%'.
+_SENDFILE_SAFE = re.compile(r"/[\x20-\x24\x26-\x7e]*")
 # Characters that end or alter a word in nginx's configuration syntax.
 _NOT_PLAIN = frozenset(";{}\"'$#\\")
 
@@ -136,7 +139,7 @@ class Offloader:
 
     def _hand_over(
         self, tree: _Tree, rel: str, host_path: str, info: FileInfo
-    ) -> Response:
+    ) -> Response | None:
         # The app's validator travels along; nginx's internal location sends it
         # in place of its own, so a client sees one ETag whoever sent the bytes.
         headers = {**content_headers(info), "etag": info.etag}
@@ -144,8 +147,13 @@ class Offloader:
             # nginx un-escapes the URI before mapping it onto its alias folder.
             uri = tree.uri + "/" + quote(rel, safe="/", errors="surrogateescape")
             headers["x-accel-redirect"] = uri
-        else:
+        elif _SENDFILE_SAFE.fullmatch(host_path):
             headers["x-sendfile"] = host_path
+        else:
+            # X-Sendfile carries the path as it is: a name outside printable
+            # ASCII (reachable through an allowed link), or with a '%' that
+            # mod_xsendfile would unescape, is sent by the app instead.
+            return None
         return Response(status_code=200, headers=headers)
 
 
@@ -165,12 +173,13 @@ def send_file(
     handed_over = None
     # Validators and Range are judged here first, as without offload: a 304 or
     # 416 is the app's own answer (and no share-link download), and what is
-    # handed over is only what the app would have sent itself.
-    sending = answer_status(info, request_headers) in (200, 206)
-    if offloader is not None and sending and isinstance(handle, ReadHandle):
-        handed_over = offloader.response(handle, info)
-    elif offloader is not None and sending and isinstance(handle, SignableReader):
-        handed_over = offloader.redirect(handle, info)
+    # handed over is only what the app would have sent itself. Without an
+    # offloader nothing here runs: FileResponse judges them once.
+    if offloader is not None and answer_status(info, request_headers) in (200, 206):
+        if isinstance(handle, ReadHandle):
+            handed_over = offloader.response(handle, info)
+        elif isinstance(handle, SignableReader):
+            handed_over = offloader.redirect(handle, info)
     if handed_over is None:
         return FileResponse(handle, info, request_headers, method=method)
     handle.close()
