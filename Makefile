@@ -12,7 +12,7 @@ CHROMIUM := /usr/bin/chromium
 # The offload tests put Debian's nginx in front of the app (issue 6).
 NGINX := /usr/sbin/nginx
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test proof lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ test: $(TEST_STAMP) | $(CHROMIUM) $(NGINX)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
 	SR_TEST_BACKEND=postgresql-s3 $(BIN)/pytest tests/api
+
+# The adversarial families against real servers on loopback, with a report in
+# proof/ (issue 7). PROFILE=short is what CI runs; the default is the full numbers.
+PROFILE ?= long
+proof: $(TEST_STAMP) | $(CHROMIUM) $(NGINX)
+	$(BIN)/python tests/proof/report.py --profile $(PROFILE)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench

@@ -41,6 +41,7 @@ from confine_harness import (
     OpenRoot,
 )
 
+from proof_figures import record
 from strongroom.confine import Root
 from strongroom.errors import PathError, PathNotFoundError, ResolveRetryError
 
@@ -602,6 +603,9 @@ def _one_race(
     watch.close()
 
     print(report.summary(attacker, root.resolver, policy))
+    record("races", attempts=report.attempts, escapes=len(report.escapes),
+           refused=report.refused, crashed=len(report.failures),
+           attacker_rounds=attacker.rounds, scenario_runs=1)
     if describe_attack is not None:
         print(f"  {describe_attack(attacker)}")
     assert not server.is_alive(), "a request blocked past the bound plus 5 s"

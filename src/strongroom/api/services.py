@@ -48,6 +48,7 @@ from strongroom.storage.spaces import Space
 __all__ = ["IssuedTokens", "Services", "open_token_authority"]
 
 log = logging.getLogger("strongroom.auth")
+storage_log = logging.getLogger("strongroom.storage")
 
 # Verified tokens remembered per process: each entry is a token string (under
 # 1 KiB) and its claims, so the cache stays under ~10 MiB.
@@ -412,6 +413,24 @@ class Services:
         if len(self._verified) >= VERIFIED_TOKEN_CACHE_SIZE:
             self._verified.clear()
         self._verified[token] = claims
+
+    def remove_staging_leftovers(self) -> None:
+        """Sweep each writable directory space of what killed writes left; log it.
+
+        Run once at start-up, in the background: a crash (or SIGKILL) in the middle
+        of an upload or an import leaves hidden temporary names that no request can
+        reach and nothing else removes.
+        """
+        for space in self.spaces.writable_directory_spaces():
+            try:
+                removed = space.remove_staging_leftovers()
+            except OSError as exc:  # the space went away, or we are shutting down
+                storage_log.warning("staging_sweep_failed",
+                                    extra={"space": space.name, "reason": exc.strerror})
+                continue
+            if removed:
+                storage_log.info("staging_leftovers_removed",
+                                 extra={"space": space.name, "entries": len(removed)})
 
     def close(self) -> None:
         """Release every root and connection."""

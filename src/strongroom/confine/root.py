@@ -23,6 +23,7 @@ from strongroom.confine._sys import (
     renameat2,
     syncfs,
 )
+from strongroom.confine._trees import remove_stale_staging, remove_tree
 from strongroom.errors import (
     ConfigError,
     HardlinkRefusedError,
@@ -404,7 +405,7 @@ class Root:
         _refuse_final_dotdot(up, "delete")
         parent = self._open_parent(up, "delete")
         try:
-            _remove_tree(parent, up.final, self._mount)
+            remove_tree(parent, up.final, self._mount)
         except OSError as exc:
             raise self._error("delete", up, exc) from exc
         finally:
@@ -447,11 +448,22 @@ class Root:
         if not name.startswith(STAGING_PREFIX) or "/" in name:
             raise InvalidPathError("delete", name, "not a staging folder name")
         try:
-            _remove_tree(self._fd, name, self._mount)
+            remove_tree(self._fd, name, self._mount)
         except FileNotFoundError:
             return
         except OSError as exc:
             raise path_error("delete", ".", exc, symlinks=self.symlinks) from exc
+
+    def remove_staging_leftovers(self, older_than_seconds: float) -> list[str]:
+        """Delete staging entries a killed process left; return their paths.
+
+        Temporary upload files and import staging folders anywhere beneath the
+        root that nothing has touched for `older_than_seconds` are removed,
+        without following a link or crossing a mount point. Entries still being
+        written are younger than that and kept, so several processes serving the
+        same tree may each call this.
+        """
+        return remove_stale_staging(self._fd, self._mount, older_than_seconds)
 
     def adopt(self, other: Root, src: str, dst: str) -> None:
         """Move `src` of `other` (a root on the same mount) to `dst` here.
@@ -948,63 +960,3 @@ def _rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
         if _name_exists(dst_dir, dst):
             raise OSError(errno.EEXIST, "destination exists") from None
         os.rename(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
-
-
-def _remove_tree(parent: int, name: str, root_mount: _Mount) -> None:
-    # Design note: an explicit stack of (parent fd, name, fd, dev/ino) instead of
-    # recursion, so depth is bounded by memory rather than Python's recursion limit.
-    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(name, dir_fd=parent)
-        return
-    fd = _open_child_dir(parent, name, st, root_mount)
-    stack: list[tuple[int, str, int]] = [(parent, name, fd)]
-    try:
-        while stack:
-            dir_parent, dir_name, dir_fd = stack[-1]
-            child = _next_child(dir_fd, root_mount)
-            if child is None:
-                stack.pop()
-                os.close(dir_fd)
-                os.rmdir(dir_name, dir_fd=dir_parent)
-            else:
-                stack.append((dir_fd, child[0], child[1]))
-    finally:
-        for _, _, dir_fd in stack:
-            os.close(dir_fd)
-
-
-def _next_child(dir_fd: int, root_mount: _Mount) -> tuple[str, int] | None:
-    """Remove non-directory children; return the next subdirectory to descend."""
-    for name in os.listdir(dir_fd):
-        try:
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(name, dir_fd=dir_fd)
-            continue
-        try:
-            return name, _open_child_dir(dir_fd, name, st, root_mount)
-        except OSError as exc:
-            # Swapped for a link or another entry since the lstat: never descend.
-            # Whatever is there now is left; the final rmdir then reports the
-            # folder as not empty instead of chasing an attacker forever.
-            if exc.errno not in (errno.ENOTDIR, errno.ELOOP, errno.EAGAIN):
-                raise
-    return None
-
-
-def _open_child_dir(
-    parent: int, name: str, st: os.stat_result, root_mount: _Mount
-) -> int:
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(name, flags, dir_fd=parent)
-    now = os.fstat(fd)
-    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-        os.close(fd)
-        raise OSError(errno.EAGAIN, "directory changed while removing it")
-    if not _resolve.same_mount(fd, now, root_mount):
-        os.close(fd)
-        raise OSError(errno.EXDEV, "mount point beneath the root")
-    return fd

@@ -59,6 +59,11 @@ class SpaceRegistry:
             raise SpaceNotFoundError(f"there is no space named {name[:64]!r} for you")
         return found[1]
 
+    def writable_directory_spaces(self) -> list[DirectorySpace]:
+        """Return every read-write directory space, by name."""
+        return [space for _, (_, space) in sorted(self._spaces.items())
+                if space.writable]
+
     def close(self) -> None:
         """Close every directory root."""
         for _, space in self._spaces.values():

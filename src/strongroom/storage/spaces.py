@@ -38,6 +38,10 @@ __all__ = [
 # for: a page of 5,000 entries is a few hundred KiB of JSON.
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
+# A temporary name untouched this long belongs to a killed process: a live upload
+# writes at least every few seconds (the server's body timeout closes one that
+# stalls), so an hour leaves a wide margin for slow disks and long fsyncs.
+STAGING_GRACE_SECONDS = 3600.0
 
 # An opened file: a descriptor from a confined root (directory spaces and local
 # blobs), or a reader of a blob store that has none (S3).
@@ -174,6 +178,14 @@ class DirectorySpace:
         self.root.rename(src, dst, overwrite=overwrite)
         # lstat: a moved symlink is described as the link it is, not followed.
         return _meta_of(_display_path(dst), self.root.lstat(dst))
+
+    def remove_staging_leftovers(self) -> list[str]:
+        """Delete what killed writes left behind (hidden temporary names).
+
+        Only entries untouched for `STAGING_GRACE_SECONDS`, so a write in progress
+        in this or another process serving the same folder is never disturbed.
+        """
+        return self.root.remove_staging_leftovers(STAGING_GRACE_SECONDS)
 
     def _check_writable(self, action: str, rel_path: str) -> None:
         if not self.writable:
