@@ -430,7 +430,7 @@ class Services:
                 continue
             if removed:
                 storage_log.info("staging_leftovers_removed",
-                                 extra={"space": space.name, "entries": len(removed)})
+                                 extra={"space": space.name, "entries": removed})
 
     def close(self) -> None:
         """Release every root and connection."""

@@ -1,6 +1,6 @@
 """Engine set-up for the two supported databases: SQLite and PostgreSQL.
 
-SQLite needs three things that its driver does not do by itself:
+SQLite needs four things that its driver does not do by itself:
 
 - WAL journaling, so readers never wait for the writer;
 - `foreign_keys=ON` and a `busy_timeout`, on every new connection;
@@ -8,6 +8,17 @@ SQLite needs three things that its driver does not do by itself:
   transaction lazily, as a reader; when two such transactions both try to write,
   SQLite refuses one of them at once with "database is locked" instead of letting
   it wait. Taking the write lock at BEGIN makes writers queue on `busy_timeout`.
+- a queue for writers in this process (`write_turn`). SQLite's wait on a busy
+  database is a poll with growing sleeps, up to 100 ms apart, and whoever polls
+  at the moment the lock frees takes it. Under a steady stream of writers (64
+  clients uploading, moving and sharing at once) a waiter in its long sleep
+  keeps losing to newcomers until `busy_timeout` runs out and its request fails
+  with a 500, while the database is only ever busy for milliseconds at a time.
+  Writers of this process therefore queue first, in arrival order
+  (`_WriteQueue`), and each is woken the moment the one before it commits;
+  SQLite's own wait is left for writers in other processes (uvicorn workers,
+  the CLI). A plain lock would not do: it lets a newcomer take the turn ahead
+  of a thread that has waited long.
 
 Reads run without a transaction on both databases (autocommit): the per-request
 user lookup is one SELECT, and a BEGIN/ROLLBACK pair around it would triple its
@@ -18,8 +29,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -34,6 +47,7 @@ __all__ = [
     "create_store_engine",
     "read_options",
     "transaction",
+    "write_turn",
 ]
 
 # How long a SQLite writer waits for the write lock before giving up; a write
@@ -47,6 +61,10 @@ _READ_OPTION = "strongroom_read"
 # so that a busy server reuses connections instead of opening and closing an
 # overflow connection on every request.
 _POOL: dict[str, int] = {"pool_size": 16, "max_overflow": 32}
+# One queue per SQLite file (by path), shared by every engine of this process
+# that writes it.
+_WRITE_QUEUES: dict[str, _WriteQueue] = {}
+_WRITE_QUEUES_GUARD = threading.Lock()
 
 
 @contextmanager
@@ -58,7 +76,7 @@ def transaction(engine: Engine, *, write: bool, what: str) -> Iterator[Connectio
     with the driver's error chained and no SQL or parameters in the message.
     """
     try:
-        with engine.connect() as conn:
+        with write_turn(engine) if write else nullcontext(), engine.connect() as conn:
             if write:
                 conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
@@ -67,6 +85,33 @@ def transaction(engine: Engine, *, write: bool, what: str) -> Iterator[Connectio
         raise StorageError(
             f"{what} failed ({type(exc).__name__}); see the server log"
         ) from exc
+
+
+@contextmanager
+def write_turn(engine: Engine) -> Iterator[None]:
+    """Wait for this process's turn to write `engine`'s SQLite file, then hold it.
+
+    Wrap a whole write transaction, from before BEGIN to after COMMIT (see the
+    module notes). Does nothing on PostgreSQL, whose row locks queue writers.
+
+    Raises:
+        StorageError: the turn did not come within the SQLite busy timeout.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with _WRITE_QUEUES_GUARD:
+        queue = _WRITE_QUEUES.setdefault(os.path.abspath(database), _WriteQueue())
+    if not queue.wait_turn(SQLITE_BUSY_TIMEOUT_MS / 1000):
+        raise StorageError(
+            f"the database stayed busy for {SQLITE_BUSY_TIMEOUT_MS} ms; "
+            "see the server log"
+        )
+    try:
+        yield
+    finally:
+        queue.end_turn()
 
 
 def create_store_engine(database_url: str) -> Engine:
@@ -107,6 +152,56 @@ def create_read_engine(engine: Engine) -> Engine:
     if engine.dialect.name == "sqlite":
         return engine
     return create_engine(engine.url, isolation_level="AUTOCOMMIT", **_POOL)
+
+
+class _WriteQueue:
+    """Writers of one database, served one at a time in the order they came.
+
+    Reentrant: a thread that holds the turn (a nested write) is not made to wait
+    for itself. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiting: deque[tuple[threading.Lock, int]] = deque()
+        self._holder: int | None = None
+        self._depth = 0
+
+    def wait_turn(self, timeout: float) -> bool:
+        """Wait until this thread's turn; False if it did not come in `timeout` s."""
+        me = threading.get_ident()
+        with self._guard:
+            if self._holder in (None, me):
+                self._holder = me
+                self._depth += 1
+                return True
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiting.append((gate, me))
+        if gate.acquire(timeout=timeout):
+            return True
+        with self._guard:
+            if (gate, me) in self._waiting:
+                self._waiting.remove((gate, me))
+                return False
+        # The turn was handed over just as the wait ran out: it is ours.
+        return True
+
+    def end_turn(self) -> None:
+        """Give the turn to the longest waiter, or free it."""
+        # Handing the turn straight to the next waiter (never freeing it in
+        # between) is what keeps a newcomer from cutting in.
+        with self._guard:
+            self._depth -= 1
+            if self._depth:
+                return
+            if not self._waiting:
+                self._holder = None
+                return
+            gate, waiter = self._waiting.popleft()
+            self._holder = waiter
+            self._depth = 1
+            gate.release()
 
 
 def _make_private(db_path: str) -> None:

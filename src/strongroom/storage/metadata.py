@@ -58,6 +58,7 @@ from strongroom.storage._engine import (
     create_read_engine,
     create_store_engine,
     read_options,
+    write_turn,
 )
 from strongroom.storage._schema import dirs, files, sessions, users
 from strongroom.storage.api_keys import ApiKeyStore
@@ -624,7 +625,11 @@ class MetadataStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with _storage_errors(), self._engine.connect() as conn:
+        with (
+            _storage_errors(),
+            write_turn(self._engine),
+            self._engine.connect() as conn,
+        ):
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn

@@ -179,13 +179,13 @@ class DirectorySpace:
         # lstat: a moved symlink is described as the link it is, not followed.
         return _meta_of(_display_path(dst), self.root.lstat(dst))
 
-    def remove_staging_leftovers(self) -> list[str]:
-        """Delete what killed writes left behind (hidden temporary names).
+    def remove_staging_leftovers(self) -> int:
+        """Delete what killed writes left behind (hidden temporary names); count them.
 
         Only entries untouched for `STAGING_GRACE_SECONDS`, so a write in progress
         in this or another process serving the same folder is never disturbed.
         """
-        return self.root.remove_staging_leftovers(STAGING_GRACE_SECONDS)
+        return len(self.root.remove_staging_leftovers(STAGING_GRACE_SECONDS))
 
     def _check_writable(self, action: str, rel_path: str) -> None:
         if not self.writable:
