@@ -194,6 +194,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from strongroom.api.app import create_app  # the web layer loads only here
+    from strongroom.api.serving import protocol_for
 
     app = create_app(settings)
     log.info("server_starting", extra={"host": settings.host, "port": settings.port})
@@ -201,6 +202,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         app,
         host=settings.host,
         port=settings.port,
+        # uvicorn's HTTP handler with deadlines for slow and stalled clients.
+        http=protocol_for(settings),
         log_config=None,  # our handler, our format, our redaction
         access_log=False,  # the app logs one line per request itself
         # Believe X-Forwarded-For only from configured proxies: uvicorn's

@@ -25,6 +25,12 @@ Every key, with its default:
     upload_expiry_seconds = 86400          # an unfinished resumable upload's life
     host = "127.0.0.1"
     port = 8000
+    request_head_timeout_seconds = 20      # request line and headers must be in
+                                           # by then, or 408 (slow clients)
+    request_body_idle_seconds = 30         # a body may pause this long at most
+    request_body_min_bytes_per_second = 1024  # past that grace, a body's average
+                                           # rate must stay above this (0: no floor)
+    keep_alive_timeout_seconds = 5         # an idle kept-alive connection closes
     trusted_proxies = []                   # proxy addresses whose X-Forwarded-For
                                            # names the client (default: none)
     log_format = "text"                    # text | json
@@ -149,6 +155,13 @@ MAX_REFRESH_TTL_SECONDS = 365 * 24 * 3600
 MAX_SHARE_TTL_SECONDS = 365 * 24 * 3600
 # An unfinished resumable upload is kept at most 30 days after its last bytes.
 MAX_UPLOAD_EXPIRY_SECONDS = 30 * 24 * 3600
+# Bounds on how long a client may take over a request (issue 7): the head of a
+# request is a few hundred bytes, which no working link needs ten minutes for;
+# an hour-long pause in a body is a dead client, whatever the size of the body;
+# no client keeps an idle connection for reuse longer than ten minutes.
+MAX_HEAD_TIMEOUT_SECONDS = 600
+MAX_BODY_IDLE_SECONDS = 3600
+MAX_KEEP_ALIVE_SECONDS = 600
 # Clock skew allowed when checking token times; issue #3 caps it at 10 s.
 MAX_TOKEN_LEEWAY_SECONDS = 10
 # One bearer value (RFC 6750 token68 characters), long enough not to be guessed:
@@ -251,6 +264,16 @@ class Settings(BaseSettings):
     upload_expiry_seconds: _Int = Field(
         default=24 * 3600, ge=60, le=MAX_UPLOAD_EXPIRY_SECONDS
     )
+    # Deadlines for slow or stalled clients (`api.serving`): a request head not
+    # complete in time, or a body that stalls or trickles, gets a 408. The
+    # defaults are far beyond any working client's needs (Apache's
+    # mod_reqtimeout uses 20-40 s for the head and 500 bytes/s for bodies).
+    request_head_timeout_seconds: _Int = Field(
+        default=20, ge=1, le=MAX_HEAD_TIMEOUT_SECONDS
+    )
+    request_body_idle_seconds: _Int = Field(default=30, ge=1, le=MAX_BODY_IDLE_SECONDS)
+    request_body_min_bytes_per_second: _Int = Field(default=1024, ge=0)
+    keep_alive_timeout_seconds: _Int = Field(default=5, ge=1, le=MAX_KEEP_ALIVE_SECONDS)
     host: str = Field(default="127.0.0.1", min_length=1)
     port: _Int = Field(default=8000, ge=1, le=65535)
     # Addresses or networks of reverse proxies in front of `serve`. Only their
@@ -473,6 +496,12 @@ _ACCEPTED_BY_KEY = {
     "share_max_ttl_seconds": f"use whole seconds, 60 to {MAX_SHARE_TTL_SECONDS}",
     "token_key_file": "use a key file path",
     "token_verify_key_files": "use a list of key file paths",
+    "request_head_timeout_seconds": "use whole seconds, 1 to "
+    f"{MAX_HEAD_TIMEOUT_SECONDS}",
+    "request_body_idle_seconds": f"use whole seconds, 1 to {MAX_BODY_IDLE_SECONDS}",
+    "request_body_min_bytes_per_second": "use a whole number of bytes per second, "
+    "0 (no floor) or more",
+    "keep_alive_timeout_seconds": f"use whole seconds, 1 to {MAX_KEEP_ALIVE_SECONDS}",
     "host": "use a host name or IP address",
     "trusted_proxies": "use a list of IP addresses or networks ('10.0.0.0/8')",
     "port": "use a whole number from 1 to 65535",

@@ -26,7 +26,8 @@ nothing else maps errors to status codes.
     │   └── SharePasswordError     a share link's password is missing or wrong (401)
     ├── PermissionDeniedError      authenticated, but not allowed (403)
     ├── StorageError               the metadata or blob store failed (500)
-    │   └── StoreUnavailableError  the blob store cannot be reached now (503)
+    │   ├── StoreUnavailableError  the blob store cannot be reached now (503)
+    │   └── InsufficientStorageError the disk holding the data is full (507)
     ├── UserError                  a user account operation was refused
     │   ├── UserExistsError        the user name is taken (409)
     │   ├── UserNotFoundError      no user by that name or id (404)
@@ -72,6 +73,7 @@ __all__ = [
     "IncompleteUploadError",
     "InvalidGrantError",
     "InsufficientScopeError",
+    "InsufficientStorageError",
     "InvalidPathError",
     "LastAdminError",
     "InvalidRequestError",
@@ -294,6 +296,16 @@ class StoreUnavailableError(StorageError):
     """The blob store could not be reached (refused, timed out, cut off): a 503.
 
     The request may succeed later; nothing was half-written.
+    """
+
+
+class InsufficientStorageError(StorageError):
+    """The file system holding a space or the data ran out of room (ENOSPC, EDQUOT).
+
+    Nothing of the write that hit it is kept. The API answers 507; the request
+    may succeed once an operator frees space, so it is logged as our failure.
+    The storage layer may also raise a plain `StorageError` chained to such an
+    `OSError`; the API's error table recognises both.
     """
 
 

@@ -34,6 +34,7 @@ from urllib.parse import quote
 from sqlalchemy import delete
 
 from backends import backend_config
+from strongroom.api.serving import PROTOCOL_FROM_ENVIRONMENT
 from strongroom.auth import PasswordHasher
 from strongroom.config import load_settings
 from strongroom.storage import open_metadata_store
@@ -437,7 +438,9 @@ def _run_server(
             [sys.executable, "-c", _AUDITED_UVICORN, "--factory",
              "strongroom.api.app:create_app_from_environment",
              "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-             "--log-level", "warning", "--workers", str(workers)],
+             "--log-level", "warning", "--workers", str(workers),
+             # What `strongroom serve` runs: deadlines for slow clients.
+             "--http", PROTOCOL_FROM_ENVIRONMENT],
             cwd=parent, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     try:

@@ -446,6 +446,22 @@ def test_remove_tree_on_a_link_leaves_the_target_alone(
     assert tree.read_file("sub/b.txt") == b"inside:sub/b.txt"
 
 
+@pytest.mark.parametrize("spelling", ["a.txt/", "a.txt/.", "indir/"])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_remove_tree_with_a_trailing_slash_leaves_a_non_directory_alone(
+    tree: CaseTree, open_root: OpenRoot, policy: str, spelling: str
+) -> None:
+    """A trailing '/' names a folder, as for `remove` (found by fuzz_model, #7)."""
+    build_basic(tree, symlink("indir", "sub"))
+    root = open_root(symlinks=policy)
+    inside_before = tree.snapshot(outside=False)
+
+    with pytest.raises(NotADirectoryPathError):
+        root.remove_tree(spelling)
+
+    assert tree.snapshot(outside=False) == inside_before
+
+
 def test_remove_tree_handles_a_tree_deeper_than_path_max(
     tree: CaseTree, open_root: OpenRoot
 ) -> None:

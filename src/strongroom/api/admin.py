@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from strongroom.api.deps import AdminUser, get_services
+from strongroom.api.problem_docs import AUTHENTICATED, problem_responses
 from strongroom.api.schemas import (
     PasswordSetIn,
     SpacePolicyOut,
@@ -28,7 +29,10 @@ from strongroom.storage import User
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+# A refused password (400), no such user (404), an existing one or the last
+# admin (409), a malformed request (422).
+router = APIRouter(prefix="/admin", tags=["admin"],
+                   responses=problem_responses(*AUTHENTICATED, 400, 404, 409, 422))
 log = logging.getLogger("strongroom.auth")
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -21,12 +21,14 @@ from stream_zip import NO_COMPRESSION_64, Method, stream_zip
 
 from strongroom.api.deps import FilesReader, Services, get_services
 from strongroom.api.download import content_disposition
+from strongroom.api.problem_docs import AUTHENTICATED, PATH_ERRORS, problem_responses
 from strongroom.errors import NotADirectoryPathError, PathError, StorageError
 from strongroom.storage.spaces import MAX_PAGE_SIZE, FileMeta, Space
 
 __all__ = ["MANIFEST_NAME", "MAX_ARCHIVE_ENTRIES", "router"]
 
-router = APIRouter(tags=["files"])
+router = APIRouter(tags=["files"],
+                   responses=problem_responses(*AUTHENTICATED, *PATH_ERRORS, 422))
 
 # The member that lists what was left out, always the last one in the archive.
 MANIFEST_NAME = "strongroom-manifest.json"

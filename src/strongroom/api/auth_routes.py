@@ -14,6 +14,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Form, Request, Response
 
 from strongroom.api.deps import CurrentSession, get_services
+from strongroom.api.problem_docs import problem_responses
 from strongroom.api.schemas import (
     AccountOut,
     ApiKeyIn,
@@ -32,7 +33,12 @@ from strongroom.storage.api_keys import ApiKey
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["auth"])
+# A refused form or password (400), token (401) or right (403), an unknown API
+# key (404), too many keys (409), a malformed request (422), the login throttle
+# (429).
+router = APIRouter(
+    tags=["auth"], responses=problem_responses(400, 401, 403, 404, 409, 422, 429)
+)
 
 # The form fields are bounded before any hashing: a password over this many
 # characters is refused by the hasher anyway, and a huge name is never a user.
@@ -46,7 +52,7 @@ _hashing_slots = anyio.Semaphore(MAX_CONCURRENT_HASHES)
 @router.post(
     "/token",
     response_model=TokenOut,
-    responses={401: {"description": "Wrong user name or password"}},
+    responses=problem_responses(descriptions={401: "Wrong user name or password"}),
 )
 async def issue_token(
     request: Request,
@@ -79,7 +85,9 @@ async def issue_token(
 @router.post(
     "/token/refresh",
     response_model=TokenOut,
-    responses={400: {"description": "Refresh token refused (invalid_grant)"}},
+    responses=problem_responses(
+        descriptions={400: "Refresh token refused (invalid_grant)"}
+    ),
 )
 async def refresh_token(
     request: Request,
@@ -98,7 +106,8 @@ async def refresh_token(
     return _token_out(issued)
 
 
-@router.post("/logout", status_code=204, responses={401: {"description": "No session"}})
+@router.post("/logout", status_code=204,
+             responses=problem_responses(descriptions={401: "No session"}))
 def logout(
     request: Request,
     session: CurrentSession,
@@ -131,7 +140,7 @@ def account(
 @router.post(
     "/account/password",
     status_code=204,
-    responses={403: {"description": "The current password is wrong"}},
+    responses=problem_responses(descriptions={403: "The current password is wrong"}),
 )
 async def change_password(
     request: Request,
@@ -163,7 +172,7 @@ async def change_password(
     "/account/keys",
     response_model=ApiKeyOut,
     status_code=201,
-    responses={403: {"description": "The password is wrong"}},
+    responses=problem_responses(descriptions={403: "The password is wrong"}),
 )
 async def create_api_key(
     request: Request,

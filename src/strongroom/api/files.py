@@ -13,6 +13,7 @@ from strongroom.api.body import receive_body
 from strongroom.api.deps import FilesReader, FilesWriter, Services, get_services
 from strongroom.api.download import FileInfo
 from strongroom.api.offload import send_file
+from strongroom.api.problem_docs import AUTHENTICATED, PATH_ERRORS, problem_responses
 from strongroom.api.schemas import (
     FileMetaOut,
     ListOut,
@@ -38,7 +39,10 @@ from strongroom.storage.spaces import (
 
 __all__ = ["open_download", "router"]
 
-router = APIRouter(tags=["files"])
+# Besides token and path errors: a stale If-Match (412), an upload over the limit
+# (413), a malformed request (422), a full quota (507).
+router = APIRouter(tags=["files"], responses=problem_responses(
+    *AUTHENTICATED, *PATH_ERRORS, 412, 413, 422, 507))
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
@@ -74,7 +78,8 @@ def list_folder(
     )
 
 
-@router.get("/spaces/{space}/meta/{path:path}", response_model=FileMetaOut)
+@router.get("/spaces/{space}/meta/{path:path}", response_model=FileMetaOut,
+            operation_id="get_meta")
 def get_meta(
     space: str, path: str, request: Request, user: FilesReader, services: ServicesDep
 ) -> FileMetaOut:
@@ -84,11 +89,27 @@ def get_meta(
 
 
 _DOWNLOAD_PATH = "/spaces/{space}/files/{path:path}"
+# OpenAPI links (OAS 3.1, section 4.8.20): what a client may do next with the file
+# it has just uploaded. Generated clients and the stateful fuzzer (tests/proof)
+# follow them; `from` and `path` are filled in, the rest of each body is the
+# caller's.
+_SAME_FILE = {"space": "$request.path.space", "path": "$request.path.path"}
+_SAME_SPACE = {"space": "$request.path.space"}
+_UPLOADED_LINKS: dict[str, dict[str, Any]] = {
+    "Download": {"operationId": "download", "parameters": _SAME_FILE},
+    "DownloadHead": {"operationId": "download_head", "parameters": _SAME_FILE},
+    "Describe": {"operationId": "get_meta", "parameters": _SAME_FILE},
+    "Delete": {"operationId": "delete_file", "parameters": _SAME_FILE},
+    "Move": {"operationId": "move", "parameters": _SAME_SPACE,
+             "requestBody": {"from": "$request.path.path"}},
+    "Share": {"operationId": "create_share", "parameters": _SAME_SPACE,
+              "requestBody": {"path": "$request.path.path"}},
+}
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/octet-stream": {}}},
     206: {"description": "One byte range"},
     304: {},
-    416: {},
+    **problem_responses(416),
 }
 
 
@@ -148,7 +169,12 @@ async def open_download(
     "/spaces/{space}/files/{path:path}",
     response_model=FileMetaOut,
     status_code=201,
-    responses={200: {"model": FileMetaOut, "description": "Replaced"}},
+    operation_id="upload",
+    responses={
+        200: {"model": FileMetaOut, "description": "Replaced",
+              "links": _UPLOADED_LINKS},
+        201: {"description": "Created", "links": _UPLOADED_LINKS},
+    },
     openapi_extra={"requestBody": {
         "required": True,
         "content": {"application/octet-stream": {"schema": {"type": "string",
@@ -194,7 +220,7 @@ def make_folder(
 
 
 @router.delete("/spaces/{space}/files/{path:path}", status_code=204,
-               response_class=Response)
+               response_class=Response, operation_id="delete_file")
 def delete(
     space: str, path: str, request: Request, user: FilesWriter, services: ServicesDep
 ) -> Response:
@@ -204,7 +230,7 @@ def delete(
     return Response(status_code=204)
 
 
-@router.post("/spaces/{space}/move", response_model=FileMetaOut)
+@router.post("/spaces/{space}/move", response_model=FileMetaOut, operation_id="move")
 def move(
     space: str, body: MoveIn, request: Request, user: FilesWriter,
     services: ServicesDep,

@@ -35,7 +35,8 @@ from sqlalchemy import Engine
 
 from strongroom.api.deps import bearer_token
 from strongroom.api.metrics import METRICS_CONTENT_TYPE, Metrics
-from strongroom.api.problems import PROBLEM_TYPE, problem_response
+from strongroom.api.problem_docs import problem_responses
+from strongroom.api.problems import problem_response
 from strongroom.api.services import Services
 from strongroom.auth.scopes import ADMIN
 
@@ -95,8 +96,7 @@ def build_router(services: Services, metrics: Metrics) -> APIRouter:
     @router.get(
         "/readyz", summary="Readiness: the database and the blob store answer",
         response_model=ReadyOut,
-        responses={503: {"description": "A check failed or timed out",
-                         "content": {PROBLEM_TYPE: {}}}},
+        responses=problem_responses(descriptions={503: "A check failed or timed out"}),
     )
     async def readyz(response: Response) -> ReadyOut | Response:
         """Check the database and the blob store; 503 names the one that failed.

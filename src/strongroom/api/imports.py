@@ -44,6 +44,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from strongroom.api.body import receive_body
 from strongroom.api.deps import FilesWriter, Services, get_services
+from strongroom.api.problem_docs import AUTHENTICATED, PATH_ERRORS, problem_responses
 from strongroom.api.problems import problem_response, strongroom_error_response
 from strongroom.errors import (
     LimitExceededError,
@@ -67,7 +68,10 @@ __all__ = [
     "router",
 ]
 
-router = APIRouter(tags=["files"])
+# Besides token and path errors: an archive over the limits (413), unreadable or
+# refused (422), a full quota (507).
+router = APIRouter(tags=["files"], responses=problem_responses(
+    *AUTHENTICATED, *PATH_ERRORS, 413, 422, 507))
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
@@ -102,10 +106,19 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {200: {
                    "above, ending in a `result` line.",
     "content": {NDJSON: {}, JSON_SEQ: {}},
 }}
+# The route reads the body itself (the archive's kind is told from its first
+# bytes, not from Content-Type), so FastAPI cannot see it: declared here.
+_ARCHIVE_BODY: dict[str, Any] = {"requestBody": {
+    "required": True,
+    "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                         "format": "binary"}}},
+}}
 
 
-@router.post("/spaces/{space}/import", name="import_top", responses=_RESPONSES)
-@router.post("/spaces/{space}/import/{path:path}", responses=_RESPONSES)
+@router.post("/spaces/{space}/import", name="import_top", responses=_RESPONSES,
+             openapi_extra=_ARCHIVE_BODY)
+@router.post("/spaces/{space}/import/{path:path}", responses=_RESPONSES,
+             openapi_extra=_ARCHIVE_BODY)
 async def import_into(
     space: str,
     request: Request,

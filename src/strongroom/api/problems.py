@@ -7,8 +7,10 @@ terms of the user's own path; host paths, tracebacks and SQL never reach a clien
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,6 +31,13 @@ __all__ = [
 PROBLEM_TYPE = "application/problem+json"
 # How long a client should wait before retrying when the blob store is away.
 RETRY_STORE_SECONDS = 5
+# A full disk shows as ENOSPC, or EDQUOT where a file system quota applies;
+# databases say it their own way: SQLite's SQLITE_FULL, PostgreSQL's SQLSTATE
+# 53100 (disk_full, as psycopg reports it in `sqlstate`).
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_SQLSTATE = "53100"
+# How far down an error's causes `_is_disk_full` looks; real chains are 2-3 deep.
+_MAX_CAUSES = 8
 
 log = logging.getLogger("strongroom.api")
 
@@ -85,6 +94,8 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     # tus 1.0 checksum extension: 460 is the protocol's own status.
     errors.ChecksumMismatchError: (460, "checksum_mismatch"),
     errors.StoreUnavailableError: (503, "store_unavailable"),
+    # RFC 4918's Insufficient Storage again, this time the server's disk.
+    errors.InsufficientStorageError: (507, "insufficient_storage"),
     errors.StorageError: (500, "storage_error"),
     errors.ConfigError: (500, "config_error"),
 }
@@ -139,6 +150,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.StrongroomError, _strongroom_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
@@ -160,6 +172,8 @@ def strongroom_error_response(exc: errors.StrongroomError) -> JSONResponse:
     status, code = status_of(exc)
     headers = {"WWW-Authenticate": _bearer_challenge(exc)} if status == 401 else None
     if status >= 500 and not isinstance(exc, errors.LimitExceededError):
+        if _is_disk_full(exc):
+            return _disk_full_response(exc)
         # Our fault (or the store's): the cause goes to the log, not the client.
         # A full quota (507) is the client's to act on, and says what to do.
         log.error("request_failed", exc_info=exc, extra={"code": code})
@@ -215,6 +229,50 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, "invalid_request", detail, errors=problems)
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    """Tell whether `exc`, or an error it was raised from, is a full file system.
+
+    Writers in every layer may report ENOSPC: confine as `InsufficientStorageError`,
+    the blob and staging stores as a `StorageError` chained to the `OSError`, a
+    staging file's `write` as the bare `OSError`, the metadata store as a
+    `StorageError` chained to the driver's error. All of them are the same 507.
+    """
+    seen: BaseException | None = exc
+    for _ in range(_MAX_CAUSES):
+        if seen is None:
+            return False
+        if isinstance(seen, errors.InsufficientStorageError):
+            return True
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
+            return True
+        if getattr(seen, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if getattr(seen, "sqlstate", None) == _DISK_FULL_SQLSTATE:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _disk_full_response(exc: BaseException) -> JSONResponse:
+    # An operator must free space, so it is logged as our failure; the client
+    # learns that nothing was kept and that trying later may work.
+    log.error("disk_full", exc_info=exc)
+    detail = ("the server's storage is full, so nothing was changed; try again "
+              "later, or ask the administrator to free space")
+    return problem_response(507, "insufficient_storage", detail)
+
+
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    # A bare OSError escapes a staging file's `write`. A full disk is answered
+    # here, inside the app, so its access log line shows the 507; any other
+    # goes on to `_unexpected_error` as before.
+    if not _is_disk_full(exc):
+        raise exc
+    return _disk_full_response(exc)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if _is_disk_full(exc):
+        return _disk_full_response(exc)
     log.error("request_crashed", exc_info=exc)
     return problem_response(500, "internal_error", "the server could not complete this")

@@ -40,6 +40,7 @@ from strongroom.api.deps import (
 )
 from strongroom.api.download import FileInfo, content_disposition
 from strongroom.api.offload import send_file
+from strongroom.api.problem_docs import AUTHENTICATED, PATH_ERRORS, problem_responses
 from strongroom.api.schemas import EntryOut, entry_out, iso_time
 from strongroom.auth import MAX_PASSWORD_BYTES
 from strongroom.auth.scopes import FILES_READ
@@ -69,8 +70,12 @@ __all__ = [
     "router",
 ]
 
-router = APIRouter(tags=["shares"])
-link_router = APIRouter(tags=["share links"])
+router = APIRouter(tags=["shares"],
+                   responses=problem_responses(*AUTHENTICATED, *PATH_ERRORS, 422))
+# A link is its own credential: a password it asks for (401), tries spent too
+# fast (429), a link revoked, expired or used up (410).
+link_router = APIRouter(tags=["share links"], responses=problem_responses(
+    *PATH_ERRORS, 401, 422, 429))
 
 # A Basic credential of a password at the length cap, base64-encoded, with room
 # for a user name; anything longer is not a password we could accept.
@@ -152,7 +157,8 @@ class SharedFolderOut(BaseModel):
     next_cursor: str | None
 
 
-@router.post("/spaces/{space}/shares", response_model=ShareOut, status_code=201)
+@router.post("/spaces/{space}/shares", response_model=ShareOut, status_code=201,
+             operation_id="create_share")
 def create_share(
     space: str,
     body: ShareIn,
@@ -191,10 +197,11 @@ def revoke_share(share_id: str, user: SharesUser, shares: SharesDep) -> Response
 _LINK_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"application/octet-stream": {}, "application/json": {}}},
     206: {"description": "One byte range"},
-    304: {}, 401: {}, 404: {}, 410: {}, 416: {}, 429: {},
+    304: {},
+    **problem_responses(416),
 }
 _ZIP_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": {"application/zip": {}}}, 401: {}, 404: {}, 409: {}, 410: {},
+    200: {"content": {"application/zip": {}}},
 }
 
 

@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Mapping
 from email.utils import format_datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
@@ -45,6 +45,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.api.deps import FilesWriter, Services, get_services
+from strongroom.api.problem_docs import AUTHENTICATED, PATH_ERRORS, problem_responses
 from strongroom.api.problems import strongroom_error_response
 from strongroom.errors import (
     IncompleteUploadError,
@@ -114,7 +115,46 @@ _METHODS = frozenset({"HEAD", "PATCH", "DELETE", "POST", "OPTIONS"})
 # worker thread (8,192 per GiB here).
 STAGE_BATCH_BYTES = 128 * 1024
 
-router = APIRouter(tags=["uploads"])
+# For the OpenAPI document: FastAPI cannot see the tus headers the routes read
+# themselves, so each route lists them (and its offset+octet-stream body) here.
+_TUS_RESUMABLE: dict[str, Any] = {
+    "name": "Tus-Resumable", "in": "header", "required": True,
+    "schema": {"type": "string", "enum": [TUS_VERSION]},
+}
+_BYTES: dict[str, Any] = {"type": "string", "pattern": "^[0-9]{1,19}$"}
+_CHUNK_BODY: dict[str, Any] = {
+    "content": {OFFSET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+}
+_CREATE_DOC: dict[str, Any] = {
+    "parameters": [
+        _TUS_RESUMABLE,
+        {"name": "Upload-Length", "in": "header", "required": True,
+         "schema": _BYTES},
+        {"name": "Upload-Metadata", "in": "header", "schema": {"type": "string"},
+         "description": "comma-separated `key base64value` pairs: space, path, "
+                        "filename, sha256"},
+    ],
+    "requestBody": {**_CHUNK_BODY, "required": False},
+}
+_APPEND_DOC: dict[str, Any] = {
+    "parameters": [
+        _TUS_RESUMABLE,
+        {"name": "Upload-Offset", "in": "header", "required": True,
+         "schema": _BYTES},
+        {"name": "Upload-Checksum", "in": "header", "schema": {"type": "string"},
+         "description": "an algorithm of Tus-Checksum-Algorithm and the "
+                        "chunk's base64 digest"},
+    ],
+    "requestBody": {**_CHUNK_BODY, "required": True},
+}
+_TUS_ONLY_DOC: dict[str, Any] = {"parameters": [_TUS_RESUMABLE]}
+
+# Besides token and path errors (409 and 410 also for a wrong offset and an expired
+# upload): no or another tus version (412), over the limit (413), a body that is
+# not offset+octet-stream (415), an upload busy in another request (423), a
+# checksum mismatch (460), a full quota (507).
+router = APIRouter(tags=["uploads"], responses=problem_responses(
+    *AUTHENTICATED, *PATH_ERRORS, 412, 413, 415, 422, 423, 460, 507))
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
@@ -175,7 +215,8 @@ def describe(request: Request) -> Response:
     })
 
 
-@router.post(UPLOADS_ROUTE, status_code=201, response_class=Response)
+@router.post(UPLOADS_ROUTE, status_code=201, response_class=Response,
+             openapi_extra=_CREATE_DOC)
 async def create_upload(
     request: Request, user: FilesWriter, services: ServicesDep
 ) -> Response:
@@ -221,7 +262,7 @@ async def create_upload(
 
 
 @router.head(UPLOADS_ROUTE + "/{upload_id}", response_class=Response,
-             name="upload_status")
+             name="upload_status", openapi_extra=_TUS_ONLY_DOC)
 def upload_status(upload_id: str, request: Request, user: FilesWriter) -> Response:
     """Say how many bytes the upload holds (Upload-Offset) and when it expires."""
     _note(request, "upload_status")
@@ -239,7 +280,7 @@ def upload_status(upload_id: str, request: Request, user: FilesWriter) -> Respon
 
 
 @router.patch(UPLOADS_ROUTE + "/{upload_id}", status_code=204,
-              response_class=Response)
+              response_class=Response, openapi_extra=_APPEND_DOC)
 async def append_chunk(
     upload_id: str, request: Request, user: FilesWriter, services: ServicesDep
 ) -> Response:
@@ -259,7 +300,7 @@ async def append_chunk(
 
 
 @router.delete(UPLOADS_ROUTE + "/{upload_id}", status_code=204,
-               response_class=Response)
+               response_class=Response, openapi_extra=_TUS_ONLY_DOC)
 def terminate_upload(upload_id: str, request: Request, user: FilesWriter) -> Response:
     """End an upload and free its staged bytes (tus termination)."""
     _note(request, "upload_terminate")

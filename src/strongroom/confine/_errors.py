@@ -7,6 +7,7 @@ import errno
 from strongroom.errors import (
     AccessDeniedError,
     DirectoryNotEmptyError,
+    InsufficientStorageError,
     InvalidPathError,
     IsADirectoryPathError,
     NotADirectoryPathError,
@@ -49,10 +50,13 @@ _SIMPLE: dict[int, tuple[type[PathError], str]] = {
 def path_error(op: str, rel_path: str, exc: OSError, *, symlinks: str) -> PathError:
     """Return the `PathError` for an `OSError` raised while acting on `rel_path`.
 
-    Errors with no user-facing meaning (EIO, ENOSPC, EACCES on our own data) raise
-    `StorageError` instead, chained to the original, because they are ours to fix.
+    Errors with no user-facing meaning (EIO, EACCES on our own data) raise
+    `StorageError` instead, chained to the original, because they are ours to fix;
+    a full file system (ENOSPC, EDQUOT) raises `InsufficientStorageError`.
     """
     code = exc.errno or 0
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        raise InsufficientStorageError(f"{op} failed: the disk is full") from exc
     if code == errno.ELOOP:
         if symlinks == "deny":
             reason = "the path goes through a symbolic link, which this space refuses"

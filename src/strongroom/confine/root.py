@@ -399,12 +399,15 @@ class Root:
 
         Descends with O_NOFOLLOW | O_DIRECTORY and checks each child's (dev, ino)
         against the entry it lstat-ed, so a link swapped in is unlinked, never
-        followed. Mount points are not crossed.
+        followed. Mount points are not crossed. A trailing `/` demands a real
+        directory, as for `remove`: a file or a link with that name is left alone.
         """
         up = self._parse("delete", rel_path)
         _refuse_final_dotdot(up, "delete")
         parent = self._open_parent(up, "delete")
         try:
+            if up.must_be_dir:
+                _require_dir(parent, up.final)
             remove_tree(parent, up.final, self._mount)
         except OSError as exc:
             raise self._error("delete", up, exc) from exc
@@ -936,6 +939,14 @@ def _name_exists(dir_fd: int, name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _require_dir(parent: int, name: str) -> None:
+    # A folder swapped in for a file after this check is still inside the root,
+    # so the race can only change which entry of the root is removed.
+    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.ENOTDIR, "not a directory")
 
 
 def _remove_name(parent: int, name: str, *, must_be_dir: bool) -> None:
