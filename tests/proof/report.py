@@ -149,7 +149,11 @@ def _read_junit(junit: Path, result: Result) -> None:
 
 
 def _attach_figures(results: list[Result]) -> None:
-    """Fold the recorded figures into each family: numbers add up, text is listed."""
+    """Fold the recorded figures into each family.
+
+    Numbers add up (latencies and memory take the worst), text is listed once
+    per distinct value, and tables (dicts) are merged by row.
+    """
     figures_path = PROOF_DIR / FIGURES_FILE
     if not figures_path.exists():
         return
@@ -164,7 +168,9 @@ def _attach_figures(results: list[Result]) -> None:
 def _merge(into: dict[str, object], record: dict[str, object]) -> None:
     for key, value in record.items():
         known = into.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, dict):
+            into[key] = {**(known if isinstance(known, dict) else {}), **value}
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             listed = known if isinstance(known, list) else []
             if value not in listed:
                 listed.append(value)
@@ -203,6 +209,10 @@ def _markdown(results: list[Result], profile: str, totals: dict[str, int | float
     lines.append(f"| **total** | {totals['families_failed']} of {totals['families']} "
                  f"failed | {totals['tests']} | {totals['failures']} "
                  f"| {totals['skipped']} | {totals['seconds']} | |")
+    for r in results:
+        for key, value in r.figures.items():
+            if isinstance(value, dict):
+                lines += ["", f"## {r.name}: {key}", "", *_detail_table(value)]
     failed = [t for r in results for t in r.failed_tests]
     if failed:
         lines += ["", "## Failed tests", "", *(f"- `{t}`" for t in failed)]
@@ -212,7 +222,9 @@ def _markdown(results: list[Result], profile: str, totals: dict[str, int | float
 def _figure_text(figures: dict[str, object]) -> str:
     parts = []
     for key, value in figures.items():
-        if isinstance(value, list):
+        if isinstance(value, dict):
+            value = "(table below)"
+        elif isinstance(value, list):
             more = " …" if len(value) > 6 else ""
             value = ", ".join(str(v) for v in value[:6]) + more
         elif isinstance(value, float):
@@ -221,6 +233,20 @@ def _figure_text(figures: dict[str, object]) -> str:
             value = f"{value:,}"
         parts.append(f"{key} {value}")
     return "; ".join(parts)
+
+
+def _detail_table(rows: dict[str, object]) -> list[str]:
+    """A nested figure (say, latency per operation) as a table of its own."""
+    columns = sorted({k for row in rows.values() if isinstance(row, dict) for k in row})
+    if not columns:
+        return [f"- {name}: {row}" for name, row in rows.items()]
+    lines = ["| | " + " | ".join(columns) + " |",
+             "| --- |" + " --: |" * len(columns)]
+    for name, row in rows.items():
+        cells = row if isinstance(row, dict) else {}
+        lines.append(f"| {name} | "
+                     + " | ".join(str(cells.get(c, "")) for c in columns) + " |")
+    return lines
 
 
 if __name__ == "__main__":
