@@ -40,6 +40,17 @@ _ZIP_END = b"PK\x05\x06"
 _DEFLATED = 8
 
 
+def plain_tar(members: Mapping[str, bytes]) -> bytes:
+    """Return an uncompressed tar of regular files (name: content), in order."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
 def build_body(request: Mapping[str, Any], subst: Any) -> bytes | None:
     """Return the body a case request describes (None for `body_kind: none`).
 

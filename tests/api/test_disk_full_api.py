@@ -10,12 +10,11 @@ same write succeeds once the filler is gone.
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from case_bodies import plain_tar
 from live_server import (
     ALICE_PASSWORD,
     API,
@@ -151,7 +150,7 @@ def test_an_import_that_cannot_fit_gets_507_and_imports_nothing(
     full: LiveServer, space: str
 ) -> None:
     before = stored_state(full)
-    archive = make_tar({"one.bin": payload()[: WRITE_BYTES // 2],
+    archive = plain_tar({"one.bin": payload()[: WRITE_BYTES // 2],
                         "two.bin": payload()[WRITE_BYTES // 2:]})
 
     reply = full.request("POST", f"{API}/spaces/{space}/import", body=archive)
@@ -204,17 +203,6 @@ def empty_write_ahead_log(server: LiveServer) -> None:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         store.close()
-
-
-def make_tar(members: dict[str, bytes]) -> bytes:
-    """Return an uncompressed tar of `members` (name: bytes)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def assert_insufficient_storage(reply: Reply) -> None:

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import resource
 import selectors
 import socket
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from case_bodies import plain_tar
 from live_server import (
     ALICE_PASSWORD,
     API,
@@ -492,7 +491,7 @@ def one_write(server: LiveServer, number: int, round_: int) -> Outcome:
     halves = (data[: len(data) // 2], data[len(data) // 2:])
     names = (f"{name}-a.bin", f"{name}-b.bin")
     reply = server.request("POST", f"{API}/spaces/{space}/import/{name}",
-                           body=make_tar(dict(zip(names, halves, strict=True))))
+                           body=plain_tar(dict(zip(names, halves, strict=True))))
     return Outcome(kind, space, tuple(f"{name}/{n}" for n in names), halves,
                    reply.status)
 
@@ -546,12 +545,3 @@ def content(seed: int, size: int) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
-def make_tar(members: dict[str, bytes]) -> bytes:
-    """Return an uncompressed tar of `members` (name: bytes)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
