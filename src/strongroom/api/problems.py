@@ -150,7 +150,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.StrongroomError, _strongroom_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
@@ -233,9 +232,9 @@ def _is_disk_full(exc: BaseException) -> bool:
     """Tell whether `exc`, or an error it was raised from, is a full file system.
 
     Writers in every layer may report ENOSPC: confine as `InsufficientStorageError`,
-    the blob and staging stores as a `StorageError` chained to the `OSError`, a
-    staging file's `write` as the bare `OSError`, the metadata store as a
-    `StorageError` chained to the driver's error. All of them are the same 507.
+    the blob and staging stores as a `StorageError` chained to the `OSError`, the
+    metadata store as a `StorageError` chained to the driver's error. All of them
+    are the same 507.
     """
     seen: BaseException | None = exc
     for _ in range(_MAX_CAUSES):
@@ -260,15 +259,6 @@ def _disk_full_response(exc: BaseException) -> JSONResponse:
     detail = ("the server's storage is full, so nothing was changed; try again "
               "later, or ask the administrator to free space")
     return problem_response(507, "insufficient_storage", detail)
-
-
-async def _os_error(request: Request, exc: Exception) -> JSONResponse:
-    # A bare OSError escapes a staging file's `write`. A full disk is answered
-    # here, inside the app, so its access log line shows the 507; any other
-    # goes on to `_unexpected_error` as before.
-    if not _is_disk_full(exc):
-        raise exc
-    return _disk_full_response(exc)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -823,12 +823,20 @@ class AtomicWriter:
             raise root._error("write", up, exc) from exc
 
     def write(self, data: bytes | memoryview) -> None:
-        """Append `data` to the staging file."""
+        """Append `data` to the staging file.
+
+        Raises `InsufficientStorageError` when the disk is full (ENOSPC, EDQUOT)
+        and `StorageError` for other write failures, like every other method; the
+        caller aborts the writer, which removes the staging file.
+        """
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-            self.size += written
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self.size += written
+        except OSError as exc:
+            raise self._root._error("write", self._up, exc) from exc
 
     def commit(self) -> tuple[Entry, bool]:
         """Make the content visible under its name; return (entry, created)."""
