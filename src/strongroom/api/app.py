@@ -52,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.finish_interrupted_imports()
         threading.Thread(target=services.remove_staging_leftovers,
                          name="staging-sweep", daemon=True).start()
         try:

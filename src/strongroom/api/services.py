@@ -32,6 +32,7 @@ from strongroom.errors import (
     InvalidGrantError,
     InvalidScopeError,
     InvalidTokenError,
+    PathError,
     PermissionDeniedError,
     TooManyApiKeysError,
     TooManyRequestsError,
@@ -41,6 +42,7 @@ from strongroom.storage.api_keys import MAX_KEYS_PER_USER, ApiKey
 from strongroom.storage.blob_stores import open_blob_store
 from strongroom.storage.blobs import BlobStore
 from strongroom.storage.home import HomeSpace
+from strongroom.storage.imports import finish_interrupted_imports
 from strongroom.storage.registry import SpaceRegistry, UserLike, open_directory_spaces
 from strongroom.storage.sessions import RefreshOutcome
 from strongroom.storage.spaces import Space
@@ -413,6 +415,23 @@ class Services:
         if len(self._verified) >= VERIFIED_TOKEN_CACHE_SIZE:
             self._verified.clear()
         self._verified[token] = claims
+
+    def finish_interrupted_imports(self) -> None:
+        """Finish the archive imports a killed process left half published; log them.
+
+        Run once at start-up, before any request is served: until it has run, a
+        directory space may show part of an archive.
+        """
+        for space in self.spaces.writable_directory_spaces():
+            try:
+                finished = finish_interrupted_imports(space)
+            except (PathError, OSError) as exc:
+                storage_log.warning("import_finish_failed",
+                                    extra={"space": space.name, "reason": str(exc)})
+                continue
+            if finished:
+                storage_log.info("interrupted_imports_finished",
+                                 extra={"space": space.name, "imports": finished})
 
     def remove_staging_leftovers(self) -> None:
         """Sweep each writable directory space of what killed writes left; log it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -67,6 +68,8 @@ _KINDS: dict[int, EntryKind] = {
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK
 _Mount = tuple[int, int | None]
+# Staging folders of archive imports, at the top of a root (`make_staging_dir`).
+STAGING_IMPORT_PREFIX = f"{STAGING_PREFIX}import-"
 # File timestamps come from a coarse clock that may lag the real time by a tick
 # (a few ms); one second of slack keeps the ctime shortcut below on the safe side.
 CTIME_SLACK_NS = 1_000_000_000
@@ -433,18 +436,58 @@ class Root:
         and hard links whatever this root allows, and must be closed by the
         caller; `remove_staging_dir` deletes the folder again.
         """
-        name = f"{STAGING_PREFIX}import-{secrets.token_hex(12)}"
+        name = f"{STAGING_IMPORT_PREFIX}{secrets.token_hex(12)}"
         try:
             os.mkdir(name, 0o700, dir_fd=self._fd)
             fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self._fd)
         except OSError as exc:
             raise path_error("mkdir", ".", exc, symlinks=self.symlinks) from exc
+        # Held until the returned root is closed: `claim_staging_dir` in another
+        # thread or process then knows that this folder is in use.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return name, self._staging_root(fd)
+
+    def staging_dir_names(self) -> list[str]:
+        """Return the names of the staging folders at the top (in use or not)."""
+        try:
+            # The root's own descriptor may be O_PATH, which cannot be listed.
+            fd = os.open(".", _DIR_FLAGS | os.O_CLOEXEC, dir_fd=self._fd)
+            try:
+                return [n for n in os.listdir(fd)
+                        if n.startswith(STAGING_IMPORT_PREFIX) and _is_dir_entry(fd, n)]
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise path_error("list", ".", exc, symlinks=self.symlinks) from exc
+
+    def claim_staging_dir(self, name: str) -> Root | None:
+        """Open a staging folder that nobody uses any more; None if one does.
+
+        "In use" means that a live `make_staging_dir` root (in any process) still
+        holds it: the lock it holds is dropped by the kernel when its process
+        dies, so the folder of a killed import can be claimed at once. The
+        returned root holds the lock in turn; the caller closes it.
+        """
+        if not name.startswith(STAGING_IMPORT_PREFIX) or "/" in name:
+            raise InvalidPathError("open", name, "not a staging folder name")
+        try:
+            fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self._fd)
+        except OSError as exc:
+            raise path_error("open", ".", exc, symlinks=self.symlinks) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return self._staging_root(fd)
+
+    def _staging_root(self, fd: int) -> Root:
         child = Root.__new__(Root)
         child.symlinks, child.hardlinks = "deny", "deny"
         child.resolver, child._open = self.resolver, self._open
         child._allow_symlinks = False
         child._fd, child._mount = fd, self._mount
-        return name, child
+        return child
 
     def remove_staging_dir(self, name: str) -> None:
         """Delete a folder made by `make_staging_dir`, never following a link."""
@@ -928,6 +971,14 @@ def _scan(dir_fd: int) -> Iterator[Entry]:
         except FileNotFoundError:
             continue
         yield Entry.from_stat(name, st)
+
+
+def _is_dir_entry(dir_fd: int, name: str) -> bool:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode)
 
 
 def _refuse_final_dotdot(up: UserPath, op: str) -> None:

@@ -20,6 +20,7 @@ modes), unpack nested archives, or let a bad member through in a "partial" mode.
 from __future__ import annotations
 
 import contextlib
+import json
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ __all__ = [
     "Outcome",
     "Phase",
     "check_import_target",
+    "finish_interrupted_imports",
     "import_archive",
 ]
 
@@ -67,6 +69,9 @@ MAX_IMPORT_PATHS = 20_000
 # A home import puts runs of this many blobs in one shard folder (a mkdir per blob
 # had cost as much as writing the blob); 256 keeps each folder's share small.
 BLOBS_PER_SHARD_RUN = 256
+# The publishing plan in a directory space's staging folder (see
+# `finish_interrupted_imports`).
+_JOURNAL = "plan.json"
 
 _LINK_REASON = "links are never imported (the target is not created either)"
 _SPECIAL_REASON = "only files and folders are imported (this is a {kind})"
@@ -501,26 +506,22 @@ class _DirectoryStage:
         undo: list[Callable[[], None]] = []
         moved: set[str] = set()
         stage.sync()  # every staged byte on disk before any of it is visible
+        # The journal that lets the next start finish this publish if the
+        # process dies halfway (`finish_interrupted_imports`): durable before
+        # the first rename.
+        stage.write_bytes(_JOURNAL, _journal_text(plan), exclusive=True)
         try:
-            for n, (action, rel, dst) in enumerate(plan):
-                if _is_beneath(rel, moved):
+            for n, step in enumerate(plan):
+                if _is_beneath(step[1], moved):
                     continue  # it went over with its folder
-                if action == "mkdir" and not rel:
-                    space.mkdir(dst)  # a folder of the import path itself
-                    undo.append(partial(space.remove, dst))
-                    continue
-                if action == "mkdir":
-                    # A folder missing from the space: the staged one, with
-                    # everything in it, moves over in one rename.
-                    moved.add(rel)
-                if action == "replace":
-                    stage.adopt(space, dst, f"b/{n}")
-                    undo.append(partial(space.adopt, stage, f"b/{n}", dst))
-                space.adopt(stage, f"m/{rel}", dst)
-                undo.append(partial(_take_back, space, stage, dst, f"m/{rel}",
-                                    _identity(space, dst)))
+                undo.extend(_publish_step(space, stage, n, step, resuming=False))
+                if step[0] == "mkdir" and step[1]:
+                    moved.add(step[1])
         except BaseException:
             _undo_all(undo)
+            # Taken back: the next start must not finish it after all.
+            with contextlib.suppress(PathError):
+                stage.remove(_JOURNAL)
             raise
         space.sync()  # and the renames that made it visible
 
@@ -585,6 +586,96 @@ class _HomeStage:
             if rel not in self._published:
                 with contextlib.suppress(PathError, OSError):
                     self._home.blob_store.delete_blob(blob.blob_id)
+
+
+def finish_interrupted_imports(space: DirectorySpace) -> list[str]:
+    """Finish publishing what a killed process had started; return the folders.
+
+    An import publishes member by member, so a process killed halfway through
+    would leave part of an archive in place. Before its first rename it wrote
+    the plan into its staging folder; every step that had not happened yet is
+    done now, in order, each only if its staged entry is still there (which
+    makes a step that did happen, or a second run, a no-op). Staging folders
+    still held by a live import (`Root.claim_staging_dir`) and those of
+    imports that never reached publishing are left alone: the latter hold
+    nothing visible and go with the age-based sweep. Known limit: a step whose
+    name another request took meanwhile (possible only with several instances
+    on one folder) is dropped, and that request's file stands.
+    """
+    finished: list[str] = []
+    for name in space.root.staging_dir_names():
+        stage = space.root.claim_staging_dir(name)
+        if stage is None:
+            continue  # a live import (this process or another) holds it
+        try:
+            plan = _read_journal(stage)
+            if plan is None:
+                continue
+            for n, step in enumerate(plan):
+                with contextlib.suppress(PathError):
+                    _publish_step(space.root, stage, n, step, resuming=True)
+            space.root.sync()
+        finally:
+            stage.close()
+        space.root.remove_staging_dir(name)
+        finished.append(name)
+    return finished
+
+
+def _publish_step(
+    space: Root, stage: Root, n: int, step: tuple[_Action, str, str], *,
+    resuming: bool,
+) -> list[Callable[[], None]]:
+    """Carry out plan step `n`; return how to undo it, newest last.
+
+    `resuming` is for a step a killed process may have done in part already:
+    what is already in place is left as it is.
+    """
+    action, rel, dst = step
+    if action == "mkdir" and not rel:
+        # A folder of the import path itself.
+        space.mkdir(dst, exist_ok=resuming)
+        return [partial(space.remove, dst)]
+    staged = f"m/{rel}"
+    if resuming and _kind_in_directory(stage, staged) is None:
+        return []  # moved already, alone or with its folder
+    undo: list[Callable[[], None]] = []
+    if action == "replace":
+        aside = f"b/{n}"
+        if not resuming or (_kind_in_directory(stage, aside) is None
+                            and _kind_in_directory(space, dst) == "file"):
+            stage.adopt(space, dst, aside)
+        undo.append(partial(space.adopt, stage, aside, dst))
+    # A folder missing from the space ("mkdir") moves over whole, with
+    # everything in it, in one rename.
+    space.adopt(stage, staged, dst)
+    undo.append(partial(_take_back, space, stage, dst, staged, _identity(space, dst)))
+    return undo
+
+
+def _journal_text(plan: list[tuple[_Action, str, str]]) -> bytes:
+    return json.dumps({"version": 1, "steps": plan}).encode()
+
+
+def _read_journal(stage: Root) -> list[tuple[_Action, str, str]] | None:
+    """The plan a staging folder holds, or None if it has none (or a bad one)."""
+    try:
+        doc = json.loads(stage.read_bytes(_JOURNAL))
+    except (PathError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("version") != 1:
+        return None
+    steps = doc.get("steps")
+    if not isinstance(steps, list):
+        return None
+    plan: list[tuple[_Action, str, str]] = []
+    for step in steps:
+        if not (isinstance(step, list) and len(step) == 3
+                and step[0] in ("mkdir", "create", "replace")
+                and all(isinstance(x, str) for x in step[1:])):
+            return None
+        plan.append((step[0], step[1], step[2]))
+    return plan
 
 
 def _is_beneath(rel: str, folders: set[str]) -> bool:
