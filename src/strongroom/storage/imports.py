@@ -604,7 +604,10 @@ def finish_interrupted_imports(space: DirectorySpace) -> list[str]:
     """
     finished: list[str] = []
     for name in space.root.staging_dir_names():
-        stage = space.root.claim_staging_dir(name)
+        try:
+            stage = space.root.claim_staging_dir(name)
+        except PathNotFoundError:
+            continue  # another process finished it since the listing
         if stage is None:
             continue  # a live import (this process or another) holds it
         try:
@@ -617,7 +620,8 @@ def finish_interrupted_imports(space: DirectorySpace) -> list[str]:
             space.root.sync()
         finally:
             stage.close()
-        space.root.remove_staging_dir(name)
+        with contextlib.suppress(PathError):  # else the age-based sweep takes it
+            space.root.remove_staging_dir(name)
         finished.append(name)
     return finished
 
