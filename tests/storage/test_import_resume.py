@@ -9,15 +9,14 @@ compares the whole tree with what an import that was never interrupted leaves.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from api.case_bodies import plain_tar
 from strongroom.confine import Root
 from strongroom.confine._names import STAGING_PREFIX
 from strongroom.storage.imports import finish_interrupted_imports, import_archive
@@ -37,16 +36,6 @@ MEMBERS = {
     "docs/z.txt": b"new z",
     "top.txt": b"new top",
 }
-
-
-def tar_bytes(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def seed(space_dir: Path) -> None:
@@ -108,7 +97,7 @@ def test_a_kill_before_any_rename_of_publishing_is_finished_at_the_next_start(
     tmp_path: Path, resolver: str, import_dir: str, overwrite: bool
 ) -> None:
     archive = tmp_path / "in.tar"
-    archive.write_bytes(tar_bytes(MEMBERS))
+    archive.write_bytes(plain_tar(MEMBERS))
     want = expected_after_import(tmp_path, archive, import_dir, overwrite)
     before = tmp_path / "before"
     before.mkdir()
@@ -139,7 +128,7 @@ def test_a_kill_while_unpacking_leaves_the_space_as_it_was(
     tmp_path: Path, resolver: str
 ) -> None:
     archive = tmp_path / "in.tar"
-    archive.write_bytes(tar_bytes(MEMBERS))
+    archive.write_bytes(plain_tar(MEMBERS))
     space_dir = tmp_path / "space"
     space_dir.mkdir()
     seed(space_dir)
