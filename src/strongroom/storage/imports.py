@@ -12,9 +12,11 @@ confined `Root` for a directory space, random-named blobs for a home. Links,
 devices, FIFOs and sockets are refused and never created. Only when every member
 passed is the staged content published, one rename (or one row) at a time, with
 each step undone again if a later one fails; in a directory space a folder that
-the space does not have yet moves over whole, in one rename. What we deliberately
-do not do: keep modes, owners or times from the headers (files get the service's
-modes), unpack nested archives, or let a bad member through in a "partial" mode.
+the space does not have yet moves over whole, in one rename, and the plan is
+written into the stage first so that a start after a crash can finish it. What
+we deliberately do not do: keep modes, owners or times from the headers (files
+get the service's modes), unpack nested archives, or let a bad member through
+in a "partial" mode.
 """
 
 from __future__ import annotations
@@ -606,8 +608,11 @@ def finish_interrupted_imports(space: DirectorySpace) -> list[str]:
     for name in space.root.staging_dir_names():
         try:
             stage = space.root.claim_staging_dir(name)
-        except PathNotFoundError:
-            continue  # another process finished it since the listing
+        except PathError:
+            # Finished by another process since the listing, or swapped for
+            # something that is not a folder: either way not ours to finish,
+            # and no reason to leave the other staging folders unfinished.
+            continue
         if stage is None:
             continue  # a live import (this process or another) holds it
         try:
