@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 
 import pytest
-from browser_env import USER
+from browser_env import USER, Watched
 from page_steps import (
     drop_files,
     entry_row,
@@ -15,9 +16,10 @@ from page_steps import (
     open_space,
     sign_in,
     upload_row,
+    wait_for_files,
     wait_until_uploaded,
 )
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from api.live_server import API, LiveServer
 
@@ -191,6 +193,34 @@ def test_read_only_space_offers_no_upload(ben: Page) -> None:
     guide = entry_row(ben, "guide.txt")
     expect(guide.get_by_role("button", name="Delete")).to_have_count(0)
     expect(guide.get_by_role("button", name="Download")).to_be_visible()
+
+
+def test_folder_actions_stay_hidden_until_the_space_is_known(
+    open_page: Callable[..., Watched], clean_server: LiveServer
+) -> None:
+    page = open_page(session="ben").page
+    wait_for_files(page)
+    held: list[Route] = []
+    page.route(f"**{API}/spaces", lambda route: held.append(route))
+
+    page.reload()
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the page never asked for its spaces"
+    for name in ("Upload files", "New folder", "Import archive"):
+        expect(page.get_by_role("button", name=name)).to_be_hidden()
+    # Even a file handed to the hidden input goes nowhere: there is no space
+    # to send it to yet.
+    page.locator("#upload-input").set_input_files(
+        files=[{"name": "early.txt", "mimeType": "text/plain", "buffer": b"early"}])
+    expect(page.locator("#upload-list li")).to_have_count(0)
+
+    held[0].continue_()
+    wait_for_files(page)
+    expect(page.get_by_role("button", name="Upload files")).to_be_visible()
+    assert "early.txt" not in listed_names(page)
 
 
 def test_sorting_by_size_orders_files_both_ways(ben: Page) -> None:

@@ -90,7 +90,7 @@ def test_reload_mid_upload_continues_where_it_stopped(
     )
 
     page.reload()
-    expect(page.locator("#view-files")).to_be_visible()
+    wait_for_files(page)
     page.locator("#upload-input").set_input_files(large_file)
 
     row = wait_until_uploaded(page, large_file.name)

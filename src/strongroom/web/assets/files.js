@@ -55,14 +55,17 @@ export function parseFolderHash(hash) {
 export function initFiles() {
   byId("upload-button").addEventListener("click", () => byId("upload-input").click());
   byId("upload-input").addEventListener("change", (event) => {
-    uploadFiles(view.space, view.path, [...event.target.files]);
+    const files = [...event.target.files];
     event.target.value = "";
+    if (writableFolderShown()) {
+      uploadFiles(view.space, view.path, files);
+    }
   });
   byId("import-button").addEventListener("click", () => byId("import-input").click());
   byId("import-input").addEventListener("change", async (event) => {
     const [file] = event.target.files;
     event.target.value = "";
-    if (file && (await importArchive(view.space, view.path, file))) {
+    if (file && writableFolderShown() && (await importArchive(view.space, view.path, file))) {
       reloadFolder();
     }
   });
@@ -97,7 +100,10 @@ export async function listSpaces() {
 export function resetFiles() {
   view.spaces = null;
   view.space = null;
+  view.canWrite = false;
+  view.canShare = false;
   view.generation += 1;
+  renderWriteActions();
   byId("entry-rows").replaceChildren();
   byId("space-list").replaceChildren();
 }
@@ -210,10 +216,23 @@ function renderHeading(space) {
   byId("folder-title").textContent = baseName(view.path) || space.name;
   const access = space.mode === "rw" ? "read and write" : "read-only";
   byId("space-mode").textContent = `${space.kind === "home" ? "Your private space" : "Shared folder"}, ${access}`;
+  renderWriteActions();
+}
+
+/**
+ * Show the write and share actions only where they can work. They start
+ * hidden, so nothing can be sent before the page knows its space.
+ */
+function renderWriteActions() {
   for (const node of document.querySelectorAll(".write-only")) {
     node.hidden = !view.canWrite;
   }
   byId("share-folder-button").hidden = !view.canShare || view.path === "";
+}
+
+/** True when a folder of a known, writable space is on screen. */
+function writableFolderShown() {
+  return view.space !== null && view.canWrite;
 }
 
 function renderEntries() {
@@ -424,7 +443,7 @@ function initDropZone() {
 }
 
 function dropFiles(transfer) {
-  if (!view.canWrite) {
+  if (!writableFolderShown()) {
     announce("This folder is read-only; nothing was uploaded.", "error");
     return;
   }
