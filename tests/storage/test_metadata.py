@@ -744,6 +744,19 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(
     assert pragmas == ["wal", 1, 5000]
 
 
+def test_a_driver_error_on_the_raw_lookup_is_storage_error(
+    store: MetadataStore, alice: User, database_url: str
+) -> None:
+    # The per-request user lookup runs on the driver's own connection, so it
+    # sees the driver's errors, not SQLAlchemy's. PostgreSQL refuses a NUL in
+    # text (psycopg's DataError); SQLite takes it and finds no such session.
+    if database_url.startswith("sqlite"):
+        assert store.get_user_in_session(alice.id, "no\x00such") == (alice, False)
+        return
+    with pytest.raises(StorageError, match="metadata database failed"):
+        store.get_user_in_session(alice.id, "no\x00such")
+
+
 def test_an_unreachable_database_raises_storage_error_without_sql(tmp_path) -> None:
     with pytest.raises(StorageError) as caught:
         open_metadata_store(f"sqlite:///{tmp_path}/no/such/folder/m.db")

@@ -20,6 +20,7 @@ or move a folder while a file is put beneath it.
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -78,15 +79,9 @@ __all__ = ["MAX_KEY_BYTES", "MetadataStore", "NewFile", "open_metadata_store"]
 
 MAX_KEY_BYTES = tree.MAX_KEY_BYTES
 
-# The drivers' own base errors, raised by the raw-connection fast path.
-_DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
-try:
-    import psycopg
-
-    _DRIVER_ERRORS += (psycopg.Error,)
-except ImportError:  # PostgreSQL support is optional
-    pass
-_DATABASE_ERRORS = (SQLAlchemyError, *_DRIVER_ERRORS)
+# SQLAlchemy's errors and SQLite's own, which the raw-connection fast path
+# raises; psycopg's are added by `_database_errors` once PostgreSQL is in use.
+_BASE_DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, sqlite3.Error)
 
 
 def open_metadata_store(
@@ -815,6 +810,18 @@ def _put_in(
     return PutResult(row, old.blob_id)
 
 
+def _database_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean the database failed, by the drivers loaded.
+
+    psycopg is loaded (by SQLAlchemy) only when a PostgreSQL URL is opened; an
+    SQLite process never pays its 9 MB. Evaluated only when an error is raised.
+    """
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return _BASE_DATABASE_ERRORS
+    return (*_BASE_DATABASE_ERRORS, psycopg.Error)
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -823,7 +830,7 @@ def _utc_now() -> datetime:
 def _storage_errors() -> Iterator[None]:
     try:
         yield
-    except _DATABASE_ERRORS as exc:  # type: ignore[misc]
+    except _database_errors() as exc:
         raise StorageError(
             f"the metadata database failed ({type(exc).__name__}); see the server log"
         ) from exc
