@@ -828,6 +828,39 @@ def test_put_many_is_all_or_nothing(
     assert store.list_children(owner, "", None, 10).entries == before
 
 
+# More rows than one executemany of put_many takes, so several go in.
+MANY_ROWS = 1_234
+
+
+def test_put_many_of_many_files_stores_each_once(store: MetadataStore) -> None:
+    owner = store.add_user("alice", "hash").id
+    batch = [_new(f"d{n % 7}/f{n:04d}.bin", n + 1) for n in range(MANY_ROWS)]
+
+    store.put_many(owner, [], batch)
+
+    stored = [
+        entry.name
+        for folder in range(7)
+        for entry in store.list_children(owner, f"d{folder}", None, MANY_ROWS).entries
+    ]
+    assert sorted(stored) == sorted(f"f{n:04d}.bin" for n in range(MANY_ROWS))
+
+
+def test_put_many_refused_at_its_last_file_keeps_none_of_the_others(
+    store: MetadataStore,
+) -> None:
+    owner = store.add_user("alice", "hash").id
+    store.put_many(owner, [], [_new("last.bin", 1)])
+    batch = [_new(f"many/f{n:04d}.bin", n + 2) for n in range(MANY_ROWS)]
+    batch.append(_new("last.bin", MANY_ROWS + 2, create_only=True))
+
+    with pytest.raises(PathExistsError):
+        store.put_many(owner, [], batch)
+
+    assert [e.name for e in store.list_children(owner, "", None, 10).entries] == [
+        "last.bin"]
+
+
 def test_put_many_refuses_a_folder_at_a_files_name(store: MetadataStore) -> None:
     owner = store.add_user("alice", "hash").id
 
