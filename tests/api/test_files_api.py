@@ -305,6 +305,19 @@ def test_a_path_ending_in_slash_never_acts_on_a_file(
     assert server.request("GET", f"{API}/spaces/{space}/meta/newdir").status == 404
 
 
+def test_meta_of_a_file_with_a_trailing_slash_is_refused(
+    server: LiveServer, space: str
+) -> None:
+    # "notes.txt/" names a folder; describing the file there instead would
+    # tell a client that a folder exists where none does.
+    server.put(space, "notes.txt", b"NOTES")
+
+    reply = server.request("GET", f"{API}/spaces/{space}/meta/notes.txt/")
+
+    assert 400 <= reply.status < 500, (reply.status, reply.body[:200])
+    assert reply.header("Content-Type") == "application/problem+json"
+
+
 # POST /spaces/{space}/dirs, DELETE /spaces/{space}/files
 
 

@@ -307,6 +307,21 @@ def test_remove_of_a_hard_linked_name_removes_only_that_name(
     assert tree.lstat("hl") is None
 
 
+# lstat ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a.txt/", "link-to-sub/", "pipe/"])
+def test_lstat_with_a_trailing_slash_names_a_folder_only(
+    tree: CaseTree, open_root: OpenRoot, name: str
+) -> None:
+    build_basic(tree, symlink("link-to-sub", "sub"), {"path": "pipe", "type": "fifo"})
+    root = open_root(symlinks="deny")
+
+    with pytest.raises(NotADirectoryPathError):
+        root.lstat(name)
+    assert root.lstat("sub/").kind == "dir"
+
+
 # list_dir -----------------------------------------------------------------------
 
 

@@ -236,6 +236,9 @@ class Root:
         parent = self._open_parent(up, "stat")
         try:
             st = os.stat(up.final, dir_fd=parent, follow_symlinks=False)
+            if up.must_be_dir and not stat.S_ISDIR(st.st_mode):
+                # "a.txt/" names a folder; the file (or link) there is not one.
+                raise OSError(errno.ENOTDIR, "not a directory")
         except OSError as exc:
             raise self._error("stat", up, exc) from exc
         finally:
