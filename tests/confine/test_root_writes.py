@@ -8,6 +8,7 @@ sides. Every test runs once per resolver.
 
 from __future__ import annotations
 
+import os
 import stat
 
 import pytest
@@ -19,6 +20,8 @@ from confine_harness import (
     symlink,
 )
 
+from strongroom.confine import root as root_module
+from strongroom.confine._sys import start_writeback
 from strongroom.errors import (
     DirectoryNotEmptyError,
     IsADirectoryPathError,
@@ -86,6 +89,50 @@ def test_abort_leaves_no_file_and_no_temporary(
     writer.abort()
 
     assert tree.snapshot(outside=False) == before
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "batched"])
+def test_a_large_write_starts_its_writeback_run_by_run_and_keeps_every_byte(
+    tree: CaseTree, open_root: OpenRoot, monkeypatch: pytest.MonkeyPatch,
+    durable: bool,
+) -> None:
+    build_basic(tree)
+    root = open_root()
+    started: list[tuple[int, int]] = []
+
+    def record(fd: int, offset: int, length: int) -> None:
+        started.append((offset, length))
+        start_writeback(fd, offset, length)
+
+    monkeypatch.setattr(root_module, "start_writeback", record)
+    # A small run keeps the test quick; the bookkeeping is the same at 8 MiB.
+    window = 64 * 1024
+    monkeypatch.setattr(root_module, "WRITE_BEHIND_BYTES", window)
+    # Pieces of an odd size, so the runs never line up with a piece.
+    piece = os.urandom(window // 3 + 4097)
+    pieces = 10
+
+    with root.open_writer("big.bin", durable=durable) as writer:
+        for _ in range(pieces):
+            writer.write(piece)
+        writer.commit()
+
+    assert tree.read_file("big.bin") == piece * pieces
+    assert started, "no writeback was started for a file of several runs"
+    ends = [offset + length for offset, length in started]
+    assert [offset for offset, _ in started] == [0, *ends[:-1]]  # no gap, no overlap
+    assert all(length >= window for _, length in started)
+    assert len(piece) * pieces - ends[-1] < window
+
+
+def test_start_writeback_is_only_a_hint() -> None:
+    # A descriptor that cannot be written back (closed, or not a file) is
+    # ignored: the fsync after it is what reports a failure.
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    os.close(read_end)
+
+    assert start_writeback(read_end, 0, 1 << 20) is None
 
 
 @pytest.mark.parametrize("target", ["new.txt", "a.txt"])

@@ -1,5 +1,5 @@
 """Syscalls that Python's standard library does not wrap: openat2(2), renameat2(2),
-syncfs(2), statx(2) and inotify(7).
+syncfs(2), sync_file_range(2), statx(2) and inotify(7).
 
 All are called through ctypes. Nothing here decides policy; the resolvers do.
 """
@@ -29,6 +29,8 @@ __all__ = [
     "mount_id",
     "openat2_available",
     "renameat2",
+    "start_writeback",
+    "syncfs",
 ]
 
 # Resolve flags from linux/openat2.h.
@@ -54,6 +56,15 @@ if _renameat2 is not None:
         ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
     ]
 
+
+# sync_file_range flag from linux/fs.h: start writing the range out, do not wait.
+_SYNC_FILE_RANGE_WRITE = 0x2
+_sync_file_range = getattr(_libc, "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.restype = ctypes.c_int
+    _sync_file_range.argtypes = [
+        ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint
+    ]
 
 _statx = getattr(_libc, "statx", None)
 if _statx is not None:
@@ -134,6 +145,18 @@ def syncfs(fd: int) -> None:
     if _libc.syncfs(ctypes.c_int(fd)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing `length` bytes at `offset` of `fd` to the disk; do not wait.
+
+    A hint (sync_file_range(2) with SYNC_FILE_RANGE_WRITE): it makes nothing
+    durable, so a failure, or a libc without the call, is ignored; the fsync
+    that follows still writes, and reports, everything. Started while a large
+    file is being written, it leaves that fsync little to do.
+    """
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def mount_id(fd: int) -> int | None:
