@@ -6,14 +6,14 @@ import os
 import time
 from pathlib import Path
 
-from strongroom.confine import STAGING_PREFIX
+from strongroom.confine._names import new_staging_name
 from strongroom.storage.blobs import STALE_STAGING_SECONDS, LocalBlobStore
 
 
 def plant_staging(base: Path, age_s: float) -> Path:
     shard = base / "ab" / "cd"
     shard.mkdir(parents=True, exist_ok=True)
-    path = shard / f"{STAGING_PREFIX}{int(age_s)}"
+    path = shard / new_staging_name("file")
     path.write_bytes(b"half-written")
     old = time.time() - age_s
     os.utime(path, (old, old))

@@ -8,7 +8,10 @@ one directory descriptor at a time, and to refuse shapes that have no safe meani
 from __future__ import annotations
 
 import functools
+import re
+import secrets
 from dataclasses import dataclass
+from typing import Literal
 
 from strongroom.errors import InvalidPathError, PathEscapeError
 
@@ -16,9 +19,13 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
     "MAX_PATH_DEPTH",
+    "STAGING_IMPORT_PREFIX",
     "STAGING_PREFIX",
+    "StagingKind",
     "UserPath",
+    "new_staging_name",
     "parse_user_path",
+    "staging_kind",
 ]
 
 # Linux's NAME_MAX: no file system we support stores a longer component.
@@ -34,10 +41,37 @@ MAX_PATH_DEPTH = 256
 # Temporary files of in-flight writes start with this prefix. Listings hide them and
 # the name rules refuse them, so a user can neither see nor race a staging file.
 STAGING_PREFIX = ".~sr-"
+# An archive import's staging folder; a writer's temporary file has the bare prefix.
+STAGING_IMPORT_PREFIX = f"{STAGING_PREFIX}import-"
+StagingKind = Literal["file", "folder"]
+# Exactly the names `new_staging_name` makes. Only entries with such a name (and of
+# the matching kind) are ever treated as the service's own: a file someone else put
+# in a space under the reserved prefix is hidden and unreachable, but never removed.
+_STAGING_TOKEN_BYTES = 12
+_STAGING_NAMES: dict[StagingKind, re.Pattern[str]] = {
+    "file": re.compile(
+        rf"{re.escape(STAGING_PREFIX)}[0-9a-f]{{{2 * _STAGING_TOKEN_BYTES}}}"),
+    "folder": re.compile(
+        rf"{re.escape(STAGING_IMPORT_PREFIX)}[0-9a-f]{{{2 * _STAGING_TOKEN_BYTES}}}"),
+}
 
 # C0 controls, DEL and C1 controls: they break logs and headers and never belong in a
 # file name that people type. NUL is among them.
 _CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
+
+
+def new_staging_name(kind: StagingKind) -> str:
+    """Return a fresh, unguessable name for a staging file or folder."""
+    prefix = STAGING_IMPORT_PREFIX if kind == "folder" else STAGING_PREFIX
+    return f"{prefix}{secrets.token_hex(_STAGING_TOKEN_BYTES)}"
+
+
+def staging_kind(name: str) -> StagingKind | None:
+    """Tell which kind of staging entry `name` is, if `new_staging_name` made it."""
+    for kind, pattern in _STAGING_NAMES.items():
+        if pattern.fullmatch(name):
+            return kind
+    return None
 
 
 @dataclass(frozen=True, slots=True)

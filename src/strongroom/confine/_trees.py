@@ -14,7 +14,7 @@ import stat
 import time
 
 from strongroom.confine import _resolve
-from strongroom.confine._names import STAGING_PREFIX
+from strongroom.confine._names import STAGING_PREFIX, staging_kind
 
 __all__ = ["Mount", "remove_stale_staging", "remove_tree"]
 
@@ -59,13 +59,15 @@ def remove_stale_staging(
 ) -> list[str]:
     """Remove every staging entry untouched for `older_than_seconds`; return them.
 
-    Staging entries (names starting with `STAGING_PREFIX`) are the temporary files
-    of uploads and the staging folders of archive imports. A process killed
+    Staging entries are the temporary files of uploads and the staging folders of
+    archive imports, exactly as `new_staging_name` names them. A process killed
     mid-write leaves them behind: hidden from listings and unreachable by any user
     path, but holding disk space. One that is still being written is kept: a file's
     mtime moves with every write, and a folder counts as touched when anything in
-    it was. Entries that vanish or change during the sweep are skipped. Returns
-    the root-relative paths removed.
+    it was. Anything else under the reserved prefix (a file put there by hand, a
+    link, a folder named like a temporary file) is not ours and is left alone.
+    Entries that vanish or change during the sweep are skipped. Returns the
+    root-relative paths removed.
     """
     cutoff = time.time() - older_than_seconds
     removed: list[str] = []
@@ -102,12 +104,22 @@ def _sweep_entry(dir_fd: int, name: str, root_mount: Mount, cutoff: float
             if stat.S_ISDIR(st.st_mode):
                 return _open_child_dir(dir_fd, name, st, root_mount)
             return None
+        if not _is_own_staging(name, st):
+            return None  # The reserved prefix, but not a name or kind we make.
         if _newest_mtime(dir_fd, name, st, root_mount) >= cutoff:
             return None
         remove_tree(dir_fd, name, root_mount)
     except OSError:
         return None  # Gone, swapped or unreadable since the listing: left alone.
     return "removed"
+
+
+def _is_own_staging(name: str, st: os.stat_result) -> bool:
+    """Tell whether `name` is a staging file or folder this service made."""
+    kind = staging_kind(name)
+    if kind == "file":
+        return stat.S_ISREG(st.st_mode)
+    return kind == "folder" and stat.S_ISDIR(st.st_mode)
 
 
 def _newest_mtime(dir_fd: int, name: str, st: os.stat_result, root_mount: Mount

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,14 @@ from typing import Literal, Self
 
 from strongroom.confine import _resolve
 from strongroom.confine._errors import path_error
-from strongroom.confine._names import STAGING_PREFIX, UserPath, parse_user_path
+from strongroom.confine._names import (
+    STAGING_IMPORT_PREFIX,
+    STAGING_PREFIX,
+    UserPath,
+    new_staging_name,
+    parse_user_path,
+    staging_kind,
+)
 from strongroom.confine._sys import (
     LINK_WATCH,
     RENAME_NOREPLACE,
@@ -39,6 +45,7 @@ from strongroom.errors import (
 )
 
 __all__ = [
+    "STAGING_IMPORT_PREFIX",
     "STAGING_PREFIX",
     "AtomicWriter",
     "Entry",
@@ -70,7 +77,6 @@ _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK
 _Mount = tuple[int, int | None]
 # Staging folders of archive imports, at the top of a root (`make_staging_dir`).
-STAGING_IMPORT_PREFIX = f"{STAGING_PREFIX}import-"
 # File timestamps come from a coarse clock that may lag the real time by a tick
 # (a few ms); one second of slack keeps the ctime shortcut below on the safe side.
 CTIME_SLACK_NS = 1_000_000_000
@@ -263,7 +269,7 @@ class Root:
         removed = 0
         try:
             for name in os.listdir(fd):
-                if not name.startswith(STAGING_PREFIX):
+                if staging_kind(name) != "file":
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -445,7 +451,7 @@ class Root:
         and hard links whatever this root allows, and must be closed by the
         caller; `remove_staging_dir` deletes the folder again.
         """
-        name = f"{STAGING_IMPORT_PREFIX}{secrets.token_hex(12)}"
+        name = new_staging_name("folder")
         try:
             os.mkdir(name, 0o700, dir_fd=self._fd)
             fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self._fd)
@@ -463,7 +469,7 @@ class Root:
             fd = os.open(".", _DIR_FLAGS | os.O_CLOEXEC, dir_fd=self._fd)
             try:
                 return [n for n in os.listdir(fd)
-                        if n.startswith(STAGING_IMPORT_PREFIX) and _is_dir_entry(fd, n)]
+                        if staging_kind(n) == "folder" and _is_dir_entry(fd, n)]
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -477,7 +483,7 @@ class Root:
         dies, so the folder of a killed import can be claimed at once. The
         returned root holds the lock in turn; the caller closes it.
         """
-        if not name.startswith(STAGING_IMPORT_PREFIX) or "/" in name:
+        if staging_kind(name) != "folder":
             raise InvalidPathError("open", name, "not a staging folder name")
         try:
             fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self._fd)
@@ -500,7 +506,7 @@ class Root:
 
     def remove_staging_dir(self, name: str) -> None:
         """Delete a folder made by `make_staging_dir`, never following a link."""
-        if not name.startswith(STAGING_PREFIX) or "/" in name:
+        if staging_kind(name) != "folder":
             raise InvalidPathError("delete", name, "not a staging folder name")
         try:
             remove_tree(self._fd, name, self._mount)
@@ -866,7 +872,7 @@ class AtomicWriter:
         self._exclusive = exclusive
         # Folders created for this write; an abort removes them again if empty.
         self._made_dirs = made_dirs or []
-        self._tmp = f"{STAGING_PREFIX}{secrets.token_hex(12)}"
+        self._tmp = new_staging_name("file")
         self.size = 0
         self._written_back = 0  # bytes whose writeback has been started
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
