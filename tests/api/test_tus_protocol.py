@@ -630,6 +630,25 @@ def test_completed_upload_takes_no_more_bytes(server: LiveServer) -> None:
     assert read_file(server, "lab", "done.txt").body == b"abc"
 
 
+@pytest.mark.parametrize("length", [3, 0], ids=["finished", "empty-file"])
+def test_an_empty_chunk_resent_after_completion_is_answered_with_the_offset(
+    server: LiveServer, length: int
+) -> None:
+    # A client that lost the answer to its last PATCH sends it again; an empty
+    # chunk at the end is harmless and gets the offset, never a 500.
+    content = b"abc"[:length]
+    if length:
+        url = upload_all(server, "lab", "done.txt", content, chunk=length)
+    else:
+        url = location(create(server, "lab", "done.txt", 0))
+
+    again = patch(server, url, length, b"")
+
+    assert again.status == 204, again.body[:300]
+    assert again.header("Upload-Offset") == str(length)
+    assert read_file(server, "lab", "done.txt").body == content
+
+
 @pytest.mark.parametrize("method", ["HEAD", "PATCH", "DELETE"])
 def test_another_users_upload_is_404(server: LiveServer, method: str) -> None:
     url = start(server, "lab", "mine.txt", 3)

@@ -426,8 +426,12 @@ class Append:
         """Stage `data` after what was written so far.
 
         Raises `StorageError` when the disk fails, and `ValueError` past
-        `remaining` (the caller bounds the chunk by it before writing).
+        `remaining` (the caller bounds the chunk by it before writing). Empty
+        data is fine anywhere, a finished upload included: a client resending
+        an empty last chunk whose answer it lost.
         """
+        if not data:
+            return
         if self._staged is None or len(data) > self.remaining:
             raise ValueError("the chunk is longer than the upload's remaining bytes")
         self._staged.write_at(self.record.received + self.written, data)
