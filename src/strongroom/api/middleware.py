@@ -1,4 +1,4 @@
-"""Two thin ASGI layers: a strict check of the raw request path, and the access log."""
+"""Two thin ASGI layers: a strict check of the raw request head, and the access log."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.api.problems import problem_response
+from strongroom.api.serving import MAX_HEAD_BYTES
 
 __all__ = ["AccessLogMiddleware", "RawPathMiddleware"]
 
@@ -23,13 +25,19 @@ _NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class RawPathMiddleware:
-    """Refuse a path that is not valid UTF-8 or holds control characters.
+    """Refuse a path that is not valid UTF-8 or holds control characters, and a
+    request head over `MAX_HEAD_BYTES`.
 
     Starlette decodes with replacement characters, which would turn an overlong
     `%c0%ae` into U+FFFD and hide that the client sent an invalid sequence; we look
     at the raw bytes instead. Control characters (a decoded `%0a`, say) never
     belong in a path, and the router would answer them with a bare 404. Both get
     the same 400 on every route, before any route sees the path.
+
+    The server's protocol (`serving.DeadlineProtocol`) refuses a head that grows
+    past the bound while it arrives, so it never holds megabytes. A head that
+    came whole in one read (up to the size of a socket read) is complete before
+    that check can run; it is measured here instead and gets the same 431.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -37,13 +45,32 @@ class RawPathMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            raw = scope.get("raw_path") or scope["path"].encode("utf-8")
-            problem = _path_problem(unquote_to_bytes(raw.split(b"?", 1)[0]))
-            if problem:
-                response = problem_response(400, "invalid_path", problem)
+            response = _head_refusal(scope)
+            if response is not None:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _head_refusal(scope: Scope) -> Response | None:
+    if _head_bytes(scope) > MAX_HEAD_BYTES:
+        detail = (f"the request line and headers are over {MAX_HEAD_BYTES} bytes; "
+                  "send fewer or shorter headers")
+        return problem_response(431, "request_head_too_large", detail,
+                                headers={"Connection": "close"})
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+    problem = _path_problem(unquote_to_bytes(raw.split(b"?", 1)[0]))
+    if problem:
+        return problem_response(400, "invalid_path", problem)
+    return None
+
+
+def _head_bytes(scope: Scope) -> int:
+    """The head's size as sent in the usual form ("Name: value" lines, CRLFs)."""
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+    request_line = len(scope["method"]) + 1 + target + 2 + len("HTTP/1.1") + 2
+    headers = sum(len(name) + 2 + len(value) + 2 for name, value in scope["headers"])
+    return request_line + headers + 2
 
 
 def _path_problem(decoded: bytes) -> str | None:

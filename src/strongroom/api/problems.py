@@ -117,6 +117,7 @@ _TITLES = {
     422: "Unprocessable Content",
     423: "Locked",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     460: "Checksum Mismatch",
     500: "Internal Server Error",
     503: "Service Unavailable",
