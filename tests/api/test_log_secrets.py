@@ -10,7 +10,9 @@ that really covers them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 import secrets
 from urllib.parse import quote
 
@@ -92,3 +94,28 @@ def secrets_seen(
         json.dumps(key.decode("latin-1"))[1:-1],
     ]
     return found
+
+
+def test_a_password_typed_as_the_name_is_logged_only_as_a_keyed_digest(
+    server: LiveServer,
+) -> None:
+    # People type their password into the name field. A plain hash of it in the
+    # log could be checked against a password list offline; the digest must
+    # need the server's key, and still tell repeated tries apart.
+    typed = f"Passw0rd-typed-as-name-{secrets.token_hex(4)}"
+    start = len(server.log_text())
+
+    for name in (typed, typed, f"{typed}!"):
+        reply = server.request(
+            "POST", f"{API}/token", token=None, headers=FORM,
+            body=f"username={quote(name)}&password=wrong".encode(),
+        )
+        assert reply.status == 401
+
+    log = server.log_text()[start:]
+    digests = re.findall(r"login_failed .*?user_hash=([0-9a-f]+)", log)
+    assert len(digests) == 3, log[-2000:]
+    assert digests[0] == digests[1] != digests[2]
+    plain = hashlib.sha256(typed.encode()).hexdigest()
+    assert digests[0] not in plain
+    assert typed not in log

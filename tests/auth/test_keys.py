@@ -244,6 +244,21 @@ def test_derived_keys_follow_a_rotation(tmp_path: Path, algorithm: Algorithm) ->
         after.find(before.active.kid).sign(b"x")  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("algorithm", ["HS256", "EdDSA"])
+def test_secrets_for_a_purpose_are_stable_separate_and_follow_the_key(
+    tmp_path: Path, algorithm: Algorithm
+) -> None:
+    keys = load_key_set(algorithm, tmp_path)
+
+    secret = keys.secret_for("login throttle")
+
+    assert len(secret) == 32
+    assert secret == load_key_set(algorithm, tmp_path).secret_for("login throttle")
+    assert secret != keys.secret_for("log name digest")
+    rotate_default_key(algorithm, tmp_path, KEEP_SECONDS, NOW)
+    assert load_key_set(algorithm, tmp_path).secret_for("login throttle") != secret
+
+
 def test_a_public_only_verify_key_has_no_derived_key() -> None:
     private = ed25519.Ed25519PrivateKey.generate()
     old = ed25519_key(None, ed25519.Ed25519PrivateKey.generate().public_key())

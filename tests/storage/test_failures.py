@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import pytest
@@ -96,8 +97,10 @@ def test_two_throttles_on_one_database_share_the_counts(
     """What two app processes see: one's failures slow the other's logins."""
     other = open_metadata_store(database_url)
     try:
-        first = LoginThrottle(store.login_failures, clock=lambda: NOW)
-        second = LoginThrottle(other.login_failures, clock=lambda: NOW)
+        # Both derive one key from the same key files (KeySet.secret_for).
+        key = b"k" * 32
+        first = LoginThrottle(store.login_failures, clock=lambda: NOW, key=key)
+        second = LoginThrottle(other.login_failures, clock=lambda: NOW, key=key)
         for _ in range(FREE_FAILURES + 1):
             first.failed("alice", "10.0.0.1")
 
@@ -116,3 +119,22 @@ def test_no_user_name_or_address_is_stored_in_clear(store: MetadataStore) -> Non
         keys = conn.execute(select(login_failures.c.key)).scalars().all()
     assert len(keys) == 2  # the name's key and the address's
     assert all(len(key) == 64 and "secret" not in key for key in keys)
+    # Nor as a plain hash, which a password list would undo offline.
+    plain = {
+        hashlib.sha256(f"{kind}\x00{value}".encode()).hexdigest()
+        for kind, value in (("user", "my-secret-password-typed-as-name"),
+                            ("addr", "192.0.2.7"))
+    }
+    assert not plain & set(keys)
+
+
+def test_throttles_with_other_keys_count_apart(store: MetadataStore) -> None:
+    # A key derived from other key files (another deployment) shares nothing.
+    first = LoginThrottle(store.login_failures, clock=lambda: NOW, key=b"a" * 32)
+    second = LoginThrottle(store.login_failures, clock=lambda: NOW, key=b"b" * 32)
+    for _ in range(FREE_FAILURES + 1):
+        first.failed("alice", "10.0.0.1")
+
+    second.check("alice", "10.0.0.1")  # does not raise
+    with pytest.raises(TooManyRequestsError):
+        first.check("alice", "10.0.0.1")

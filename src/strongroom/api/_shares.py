@@ -33,7 +33,7 @@ from typing import NoReturn
 from strongroom.api.services import Services
 from strongroom.auth import KeySet, PasswordHasher
 from strongroom.auth._jws import SignedTokenCodec, TimeRules, check_string
-from strongroom.auth.throttle import LoginThrottle
+from strongroom.auth.throttle import THROTTLE_KEY_PURPOSE, LoginThrottle
 from strongroom.auth.tokens import ISSUER
 from strongroom.errors import (
     InvalidShareError,
@@ -199,7 +199,10 @@ class ShareService:
             services.spaces,
             services.passwords,
             tokens,
-            LoginThrottle(services.meta.login_failures),
+            LoginThrottle(
+                services.meta.login_failures,
+                key=services.tokens.keys.secret_for(THROTTLE_KEY_PURPOSE),
+            ),
             max_ttl_seconds=settings.share_max_ttl_seconds,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +24,7 @@ from strongroom.auth.api_keys import (
 )
 from strongroom.auth.refresh import hash_refresh_token, new_refresh_token
 from strongroom.auth.scopes import ROLE_SCOPES, format_scopes, parse_scopes
-from strongroom.auth.throttle import LoginThrottle
+from strongroom.auth.throttle import THROTTLE_KEY_PURPOSE, LoginThrottle
 from strongroom.config import Settings
 from strongroom.errors import (
     AuthError,
@@ -129,7 +129,9 @@ class Services:
         )
         tokens = open_token_authority(settings)
         # Counts in the database: every app process sees every failure.
-        throttle = LoginThrottle(meta.login_failures)
+        throttle = LoginThrottle(
+            meta.login_failures, key=tokens.keys.secret_for(THROTTLE_KEY_PURPOSE)
+        )
         return cls(settings, meta, blobs, spaces, tokens, PasswordHasher(), throttle)
 
     def login(
@@ -389,7 +391,13 @@ class Services:
         self, event: str, reason: str, user_name: str, client: str
     ) -> None:
         self.on_auth_failure(reason)
-        _log_failure(event, reason, user_name, client)
+        # The name only as a short keyed digest: people type passwords into it,
+        # and a plain hash would give them away to anyone with a password list.
+        # The same name gives the same digest, so repeated tries still show.
+        key = self.tokens.keys.secret_for("log name digest")
+        digest = hmac.digest(key, user_name.encode("utf-8", "surrogatepass"), "sha256")
+        log.warning(event, extra={"reason": reason, "client": client,
+                                  "user_hash": digest.hex()[:16]})
 
     def _issue(
         self,
@@ -456,13 +464,6 @@ class Services:
         self.spaces.close()
         self.blobs.close()
         self.meta.close()
-
-
-def _log_failure(event: str, reason: str, user_name: str, client: str) -> None:
-    # The name only as a short digest: people type passwords into it.
-    digest = hashlib.sha256(user_name.encode("utf-8", "surrogatepass")).hexdigest()
-    log.warning(event, extra={"reason": reason, "client": client,
-                              "user_hash": digest[:16]})
 
 
 def _granted_scopes(user: User, requested: frozenset[str] | None) -> frozenset[str]:

@@ -205,6 +205,17 @@ class KeySet:
         assert active is not None  # the active key can sign: it has private bytes
         return KeySet(active, [key for key in derived[1:] if key is not None])
 
+    def secret_for(self, purpose: str) -> bytes:
+        """Return 32 secret bytes for `purpose`, derived from the active key.
+
+        For keyed digests that must not be computed by anyone without the key
+        files (a login name in a log line, a throttle's keys in the database),
+        and that every process reading the same key files computes alike. A
+        new active key gives new secrets.
+        """
+        label = b"strongroom secret\x00" + purpose.encode("ascii")
+        return hmac.digest(_key_material(self.active), label, "sha256")
+
     def find(self, kid: str) -> TokenKey | None:
         """Return the key named `kid`, or None; never loads anything."""
         return self._keys.get(kid)
@@ -412,14 +423,22 @@ def _derived_key(key: TokenKey, purpose: str) -> TokenKey | None:
         return hmac_key(secret, can_sign=key.can_sign)
     if key.private_key is None:
         return None
-    raw = key.private_key.private_bytes(
+    raw = _key_material(key)
+    private = Ed25519PrivateKey.from_private_bytes(hmac.digest(raw, label, "sha256"))
+    derived = ed25519_key(private, private.public_key())
+    return derived if key.can_sign else _verify_only(derived)
+
+
+def _key_material(key: TokenKey) -> bytes:
+    """The secret bytes of a key that can sign: its HMAC secret or Ed25519 seed."""
+    if key.algorithm == "HS256":
+        return key.secret
+    assert key.private_key is not None
+    return key.private_key.private_bytes(
         serialization.Encoding.Raw,
         serialization.PrivateFormat.Raw,
         serialization.NoEncryption(),
     )
-    private = Ed25519PrivateKey.from_private_bytes(hmac.digest(raw, label, "sha256"))
-    derived = ed25519_key(private, private.public_key())
-    return derived if key.can_sign else _verify_only(derived)
 
 
 def _verify_only(key: TokenKey) -> TokenKey:

@@ -19,13 +19,16 @@ logged in from, to let those through, would end that; it is not built yet.
 Where the counts live is a `FailureCounts`: `MemoryFailureCounts` for one
 process (and tests), or the database (`strongroom.storage.failures`), which every
 app process shares, so running four workers does not give a guesser four times
-the tries. Keys reach a store only as SHA-256 digests: people type passwords
-into the user name field, and those must not be stored in clear.
+the tries. Keys reach a store only as keyed digests (HMAC-SHA256 with a secret
+derived from the token keys): people type passwords into the user name field,
+and neither the clear text nor a plain hash, which a password list would undo,
+may be stored.
 """
 
 from __future__ import annotations
 
-import hashlib
+import hmac
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,6 +39,7 @@ from strongroom.errors import TooManyRequestsError
 __all__ = [
     "FREE_FAILURES",
     "MAX_WAIT_SECONDS",
+    "THROTTLE_KEY_PURPOSE",
     "WINDOW_SECONDS",
     "FailureCounts",
     "LoginThrottle",
@@ -49,6 +53,9 @@ FREE_FAILURES = 5
 MAX_WAIT_SECONDS = 60.0
 # A key with no failure for this long starts again from zero.
 WINDOW_SECONDS = 15 * 60.0
+# What the key of every throttle sharing the database is derived for
+# (`KeySet.secret_for`): each app process then computes the same digests.
+THROTTLE_KEY_PURPOSE = "login throttle"
 # Keys a memory store keeps at most; past it the oldest-quiet keys go first.
 MAX_KEYS = 100_000
 
@@ -81,19 +88,24 @@ class LoginThrottle:
         self,
         counts: FailureCounts | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        key: bytes | None = None,
     ) -> None:
         """Keep counts in `counts` (default: this process's memory).
 
         `clock` is wall-clock seconds: stores shared between processes compare
-        the times that different processes wrote.
+        the times that different processes wrote. `key` keys the digests of
+        names and addresses; throttles sharing a store must share it
+        (`KeySet.secret_for`). Without one, a random key of this throttle's own.
         """
         self._counts = counts if counts is not None else MemoryFailureCounts()
         self._clock = clock
+        self._key = key if key is not None else secrets.token_bytes(32)
 
     def check(self, user_name: str, client: str) -> None:
         """Raise `TooManyRequestsError` (with `retry_after`) if a key must wait."""
         now = self._clock()
-        found = self._counts.read(_keys(user_name, client))
+        found = self._counts.read(self._keys(user_name, client))
         wait = max((_wait(*entry, now) for entry in found.values()), default=0.0)
         if wait > 0:
             raise TooManyRequestsError(
@@ -102,7 +114,7 @@ class LoginThrottle:
 
     def failed(self, user_name: str, client: str) -> None:
         """Count one attempt as failed (before its password is even checked)."""
-        keys = _keys(user_name, client)
+        keys = self._keys(user_name, client)
         self._counts.add_failure(keys, self._clock(), WINDOW_SECONDS)
 
     def succeeded(self, user_name: str, client: str) -> None:
@@ -112,9 +124,16 @@ class LoginThrottle:
         back, so a guesser who also holds one valid account cannot wipe its
         own count with it.
         """
-        user_key, address_key = _keys(user_name, client)
+        user_key, address_key = self._keys(user_name, client)
         self._counts.clear(user_key)
         self._counts.forgive(address_key)
+
+    def _keys(self, user_name: str, client: str) -> tuple[str, str]:
+        return self._digest("user", user_name), self._digest("addr", client)
+
+    def _digest(self, kind: str, value: str) -> str:
+        raw = f"{kind}\x00{value}".encode("utf-8", "surrogatepass")
+        return hmac.digest(self._key, raw, "sha256").hex()
 
 
 class MemoryFailureCounts:
@@ -156,15 +175,6 @@ class MemoryFailureCounts:
         by_age = sorted(self._records.items(), key=lambda kv: kv[1][1])
         for key, _ in by_age[: len(by_age) // 2]:
             del self._records[key]
-
-
-def _keys(user_name: str, client: str) -> tuple[str, str]:
-    return _key("user", user_name), _key("addr", client)
-
-
-def _key(kind: str, value: str) -> str:
-    raw = f"{kind}\x00{value}".encode("utf-8", "surrogatepass")
-    return hashlib.sha256(raw).hexdigest()
 
 
 def _wait(failures: int, last_failure: float, now: float) -> float:
