@@ -173,7 +173,18 @@ def test_a_key_cannot_make_keys_or_use_session_routes(server: LiveServer) -> Non
         server.request("POST", f"{API}/logout", headers=bearer(key), token=None),
     ]
 
-    assert [r.status for r in replies] == [401, 401, 401, 401]
+    # The key is valid, so not a 401: it is not allowed on these routes.
+    assert [r.status for r in replies] == [403, 403, 403, 403]
+    assert all(r.json()["code"] == "forbidden" for r in replies)  # type: ignore[index]
+
+
+def test_an_unknown_key_on_a_session_route_is_a_401(server: LiveServer) -> None:
+    unknown = "srk_" + "A" * 22 + "_" + "B" * 43
+
+    reply = get(server, f"{API}/account", unknown)
+
+    assert reply.status == 401
+    assert reply.header("www-authenticate") == 'Bearer error="invalid_token"'
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from strongroom.auth.scopes import (
     SCOPE_DESCRIPTIONS,
     SHARES,
 )
-from strongroom.errors import AuthError, InvalidTokenError
+from strongroom.errors import AuthError, InvalidTokenError, PermissionDeniedError
 from strongroom.storage import User
 
 __all__ = [
@@ -82,7 +82,10 @@ async def current_session(
     """
     token = bearer_token(request.headers.getlist("authorization"))
     if is_api_key(token):
-        raise InvalidTokenError("an API key cannot do this; use a login's token")
+        # The key is checked first: one that is not valid is a 401 like any bad
+        # credential; a valid one is a 403, as it is fine but not allowed here.
+        services.authenticate_api_key(token)
+        raise PermissionDeniedError("an API key cannot do this; use a login's token")
     user, claims = services.authenticate_claims(token)
     request.state.user_id = user.id
     return user, claims

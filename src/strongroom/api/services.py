@@ -363,6 +363,15 @@ class Services:
             raise
         self.throttle.failed(user_name, client)
 
+    def authenticate_api_key(self, value: str) -> User:
+        """Return the user of a valid API key.
+
+        Raises:
+            InvalidTokenError: the key is unknown, revoked, expired, or older
+                than its account's last revocation.
+        """
+        return self._check_api_key(value)[0]
+
     def _check_api_key(self, value: str) -> tuple[User, frozenset[str]]:
         parts = split_api_key(value)
         found = self.meta.api_keys.lookup(parts[0]) if parts else None
