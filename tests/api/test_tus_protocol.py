@@ -357,6 +357,54 @@ def test_upload_replaces_an_existing_file(server: LiveServer, space: str) -> Non
     assert read_file(server, space, "same.txt").body == b"new"
 
 
+CREATE_ONLY = {"create_only": "1"}
+
+
+def test_create_only_refuses_a_taken_name_at_creation(
+    server: LiveServer, space: str
+) -> None:
+    server.put(space, "taken.txt", b"KEEP")
+
+    reply = create(server, space, "taken.txt", 5, extra=CREATE_ONLY)
+
+    assert reply.status == 412, reply.body[:300]
+    assert reply.json()["code"] == "precondition_failed"  # type: ignore[index]
+    assert read_file(server, space, "taken.txt").body == b"KEEP"
+    assert staged_files(server) == []
+
+
+def test_create_only_keeps_a_file_that_took_the_name_meanwhile(
+    server: LiveServer, space: str
+) -> None:
+    url = location(create(server, space, "race.txt", 6, extra=CREATE_ONLY))
+    assert patch(server, url, 0, b"abc").status == 204
+    server.put(space, "race.txt", b"THEIRS")  # another client, after the check
+
+    last = patch(server, url, 3, b"def")
+
+    assert last.status == 412, last.body[:300]
+    assert read_file(server, space, "race.txt").body == b"THEIRS"
+    assert offset_of(server, url) == 3  # the earlier chunk is kept
+
+
+def test_create_only_publishes_a_free_name(server: LiveServer, space: str) -> None:
+    url = location(create(server, space, "fresh.txt", 6, extra=CREATE_ONLY))
+
+    assert patch(server, url, 0, b"abcdef").status == 204
+    assert read_file(server, space, "fresh.txt").body == b"abcdef"
+
+
+def test_create_only_of_an_empty_file_refuses_a_taken_name(
+    server: LiveServer, space: str
+) -> None:
+    server.put(space, "zero.txt", b"KEEP")
+
+    reply = create(server, space, "zero.txt", 0, extra=CREATE_ONLY)
+
+    assert reply.status == 412
+    assert read_file(server, space, "zero.txt").body == b"KEEP"
+
+
 def test_head_after_completion_reports_the_full_offset(
     server: LiveServer, space: str
 ) -> None:

@@ -98,6 +98,37 @@ def test_reload_mid_upload_continues_where_it_stopped(
     assert _stored_digest(tus_server, large_file.name) == _digest(large_file)
 
 
+def test_a_name_taken_during_a_large_upload_is_kept_until_replace_is_pressed(
+    open_page: Callable[..., Watched], tus_server: LiveServer, large_file: Path
+) -> None:
+    page = open_page(session=ADMIN[0]).page
+    wait_for_files(page)
+    _throttle_uploads(page, RELOAD_THROTTLE_BYTES_PER_SECOND)
+    page.locator("#upload-input").set_input_files(large_file)
+    row = upload_row(page, large_file.name)
+    page.wait_for_function(
+        "(bar) => bar.value >= 1024 * 1024",
+        arg=row.locator("progress").element_handle(),
+    )
+
+    # Another client takes the name after the page started.
+    theirs = tus_server.request(
+        "PUT", f"{API}/spaces/home/files/{large_file.name.replace(' ', '%20')}",
+        token="ada", body=b"THEIRS",
+    )
+    assert theirs.status == 201, theirs.body[:300]
+
+    expect(row.locator(".upload-status")).to_have_text(
+        "A file with this name is already here.", timeout=30_000
+    )
+    assert _stored_digest(tus_server, large_file.name) == hashlib.sha256(
+        b"THEIRS").hexdigest()
+    _throttle_uploads(page, 64 * MiB)
+    row.get_by_role("button", name="Replace").click()
+    wait_until_uploaded(page, large_file.name)
+    assert _stored_digest(tus_server, large_file.name) == _digest(large_file)
+
+
 def test_large_file_goes_by_put_when_the_server_has_no_tus(
     as_ada: Page, clean_server: LiveServer, large_file: Path
 ) -> None:

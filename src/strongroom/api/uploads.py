@@ -31,10 +31,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from email.utils import format_datetime
 from typing import Annotated, Any
 
@@ -52,6 +53,8 @@ from strongroom.errors import (
     InvalidPathError,
     InvalidUploadError,
     LimitExceededError,
+    PathExistsError,
+    PreconditionFailedError,
     TusVersionError,
     UnsupportedMediaError,
     UploadNotFoundError,
@@ -132,7 +135,9 @@ _CREATE_DOC: dict[str, Any] = {
          "schema": _BYTES},
         {"name": "Upload-Metadata", "in": "header", "schema": {"type": "string"},
          "description": "comma-separated `key base64value` pairs: space, path, "
-                        "filename, sha256"},
+                        "filename, sha256, and create_only (any value) to keep "
+                        "a file that has the name: 412 at creation or at the "
+                        "last chunk instead of replacing it"},
     ],
     "requestBody": {**_CHUNK_BODY, "required": False},
 }
@@ -150,7 +155,8 @@ _APPEND_DOC: dict[str, Any] = {
 _TUS_ONLY_DOC: dict[str, Any] = {"parameters": [_TUS_RESUMABLE]}
 
 # Besides token and path errors (409 and 410 also for a wrong offset and an expired
-# upload): no or another tus version (412), over the limit (413), a body that is
+# upload): no or another tus version, or a create-only upload whose name is taken
+# (412), over the limit (413), a body that is
 # not offset+octet-stream (415), an upload busy in another request (423), a
 # checksum mismatch (460), a full quota (507).
 router = APIRouter(tags=["uploads"], responses=problem_responses(
@@ -228,7 +234,9 @@ async def create_upload(
     service = _service(request)
     length = _declared_length(request.headers, service.max_upload_bytes)
     raw_metadata = request.headers.get("upload-metadata", "")
-    space_name, rel_path, sha256 = _target_of(_parse_metadata(raw_metadata))
+    metadata = _parse_metadata(raw_metadata)
+    space_name, rel_path, sha256 = _target_of(metadata)
+    create_only = _is_create_only(metadata)
     with_chunk = _has_body(request.headers)
     if with_chunk:
         _check_offset_stream(request.headers)
@@ -239,10 +247,12 @@ async def create_upload(
     def create() -> UploadRecord:
         service.sweep_if_due()
         return service.uploads.create(
-            user.id, space, rel_path, length, metadata=raw_metadata, sha256=sha256
+            user.id, space, rel_path, length, metadata=raw_metadata, sha256=sha256,
+            create_only=create_only,
         )
 
-    record = await anyio.to_thread.run_sync(create)
+    with _taken_is_a_failed_precondition(rel_path, create_only):
+        record = await anyio.to_thread.run_sync(create)
     headers = {
         "Location": request.url_for("upload_status", upload_id=record.id).path,
         "Upload-Expires": _http_date(record),
@@ -358,13 +368,17 @@ async def _append(
     append = await anyio.to_thread.run_sync(
         service.uploads.begin_append, user.id, upload_id, offset, checksum
     )
+    record = append.record
+    create_only = _is_create_only(_parse_metadata(record.metadata))
     try:
-        _note_target(request, append.record)
+        _note_target(request, record)
         _check_chunk_length(request.headers, append.remaining)
         request.state.bytes_in = await _receive_chunk(request, append)
-        return await anyio.to_thread.run_sync(
-            append.finish, lambda name: services.spaces.get(user, name)
-        )
+        with _taken_is_a_failed_precondition(record.rel_path, create_only):
+            return await anyio.to_thread.run_sync(functools.partial(
+                append.finish, lambda name: services.spaces.get(user, name),
+                create_only=create_only,
+            ))
     finally:
         await anyio.to_thread.run_sync(append.close)
 
@@ -471,6 +485,31 @@ def _parse_metadata(raw: str) -> dict[str, bytes]:
                 f"Upload-Metadata value of {key!r} is not base64"
             ) from None
     return decoded
+
+
+def _is_create_only(metadata: Mapping[str, bytes]) -> bool:
+    """Whether Upload-Metadata holds `create_only`: keep a file that has the name.
+
+    Like `If-None-Match: *` on a PUT; without it an upload replaces a file.
+    Any value (or none) counts: the key is the request.
+    """
+    return "create_only" in metadata
+
+
+@contextlib.contextmanager
+def _taken_is_a_failed_precondition(
+    rel_path: str, create_only: bool
+) -> Iterator[None]:
+    """Answer a create-only upload whose name is taken with 412, as a PUT does."""
+    try:
+        yield
+    except PathExistsError as exc:
+        if not create_only:
+            raise
+        raise PreconditionFailedError(
+            f"{rel_path!r} already exists and the upload asked to create only "
+            "(create_only in Upload-Metadata); nothing was replaced"
+        ) from exc
 
 
 def _target_of(metadata: Mapping[str, bytes]) -> tuple[str, str, str | None]:

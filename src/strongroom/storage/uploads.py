@@ -57,6 +57,7 @@ from strongroom.errors import (
     IsADirectoryPathError,
     NotADirectoryPathError,
     NotRegularFileError,
+    PathExistsError,
     PathNotFoundError,
     PermissionDeniedError,
     SymlinkRefusedError,
@@ -164,18 +165,22 @@ class Uploads:
         *,
         metadata: str = "",
         sha256: str | None = None,
+        create_only: bool = False,
     ) -> UploadRecord:
         """Start an upload of `length` bytes to `rel_path` of `space`.
 
         The target is checked now (`check_upload_target`) and again when the
         upload completes. An upload of 0 bytes is published at once.
+        `create_only` refuses a name that is taken, now and at completion
+        (the caller passes it again to `Append.finish`).
 
         Raises:
             PathError, PermissionDeniedError: as `check_upload_target`.
+            PathExistsError: `create_only` and the name is taken.
             UploadQuotaError: the owner's unfinished uploads are at their bound.
             StorageQuotaError: the file would not fit the home's quota.
         """
-        check_upload_target(space, rel_path)
+        check_upload_target(space, rel_path, create_only=create_only)
         if isinstance(space, HomeSpace):
             space.check_room(rel_path, length)
         now = self._now()
@@ -188,7 +193,7 @@ class Uploads:
         )
 
         if length == 0:
-            _publish(record, None, space)
+            _publish(record, None, space, exclusive=create_only)
             record = _completed(record, self._now())
             self._rows.insert(record)
         else:
@@ -313,10 +318,11 @@ class Uploads:
         return moved
 
     def _complete(
-        self, record: UploadRecord, staged: StagedFile, space: Space
+        self, record: UploadRecord, staged: StagedFile, space: Space, *,
+        exclusive: bool,
     ) -> UploadRecord:
         try:
-            meta = _publish(record, staged, space)
+            meta = _publish(record, staged, space, exclusive=exclusive)
         except ChecksumMismatchError:
             # The whole file is wrong: no chunk can be resent to fix it.
             self._forget(record.id)
@@ -439,10 +445,14 @@ class Append:
             self._hash.update(data)
         self.written += len(data)
 
-    def finish(self, space_for: Callable[[str], Space]) -> UploadRecord:
+    def finish(
+        self, space_for: Callable[[str], Space], *, create_only: bool = False
+    ) -> UploadRecord:
         """Record the chunk; publish the file when it was the last one.
 
         `space_for(name)` returns the target space for the owner, checked anew.
+        `create_only` publishes only if the name is still free (PathExistsError
+        otherwise, and the last chunk is discarded like any refusal).
 
         Raises:
             ChecksumMismatchError: the chunk failed its checksum (discarded), or
@@ -459,7 +469,9 @@ class Append:
             self.record = self._uploads._record_received(self.record, received)
         else:
             space = space_for(self.record.space)
-            self.record = self._uploads._complete(self.record, self._staged, space)
+            self.record = self._uploads._complete(
+                self.record, self._staged, space, exclusive=create_only
+            )
         self.written = 0
         return self.record
 
@@ -508,7 +520,9 @@ class Append:
         )
 
 
-def check_upload_target(space: Space, rel_path: str) -> None:
+def check_upload_target(
+    space: Space, rel_path: str, *, create_only: bool = False
+) -> None:
     """Refuse now what publishing to `rel_path` would refuse later; change nothing.
 
     Checks that the space is writable, that the path passes the name rules and
@@ -525,6 +539,7 @@ def check_upload_target(space: Space, rel_path: str) -> None:
         NotADirectoryPathError: a parent is a file.
         SymlinkRefusedError: a link has the name (directory space).
         PathNotFoundError: a parent is missing under a `..` (directory space).
+        PathExistsError: `create_only` and a file has the name.
         PathError: another refusal of the space (a link on the way, say).
     """
     if not space.writable:
@@ -542,6 +557,8 @@ def check_upload_target(space: Space, rel_path: str) -> None:
     if kind is not None and kind != "file":
         reason = f"a {kind} has that name, and uploads replace only files"
         raise NotRegularFileError("upload", rel_path, reason)
+    if kind == "file" and create_only:
+        raise PathExistsError("upload", rel_path, "a file has that name")
     if kind is None:
         _check_parents(space, rel_path, up.parts)
 
@@ -552,9 +569,9 @@ _NOT_FOUND = "there is no upload with this id for you"
 
 
 def _publish(
-    record: UploadRecord, staged: StagedFile | None, space: Space
+    record: UploadRecord, staged: StagedFile | None, space: Space, *, exclusive: bool
 ) -> FileMeta:
-    writer = space.writer(record.rel_path, exclusive=False)
+    writer = space.writer(record.rel_path, exclusive=exclusive)
     digest = hashlib.sha256()
     try:
         for piece in staged.chunks(record.length) if staged else ():

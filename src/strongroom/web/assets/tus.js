@@ -65,15 +65,20 @@ export function pruneRememberedUploads() {
   }
 }
 
-/** One resumable upload of `file` to `relPath` of `space`. */
+/**
+ * One resumable upload of `file` to `relPath` of `space`. With `createOnly` the
+ * server keeps a file that has the name (412, at creation or at the last chunk)
+ * instead of replacing it.
+ */
 export class TusUpload {
-  constructor(file, space, relPath, tus, onProgress, onRetry = () => {}) {
+  constructor(file, space, relPath, tus, { onProgress, onRetry = () => {}, createOnly = false }) {
     this.file = file;
     this.space = space;
     this.relPath = relPath;
     this.checksum = tus.checksum;
     this.onProgress = onProgress;
     this.onRetry = onRetry;
+    this.createOnly = createOnly;
     this.url = null;
     this.offset = 0;
     this.resumedFrom = 0;
@@ -99,6 +104,12 @@ export class TusUpload {
         this.offset = await this.sendChunk();
         failures = 0;
       } catch (error) {
+        if (error.status === 412) {
+          // The name was taken meanwhile: this upload can never finish, and a
+          // "Replace" must start a new one rather than resume it.
+          await this.cancel();
+          throw error;
+        }
         if (this.cancelled || !isRetryable(error) || failures >= RETRY_DELAYS_MS.length) {
           throw this.cancelled ? cancelledError() : error;
         }
@@ -141,10 +152,11 @@ export class TusUpload {
   }
 
   async create() {
-    const metadata = [
-      `space ${base64Text(this.space)}`,
-      `path ${base64Text(this.relPath)}`,
-    ].join(",");
+    const pairs = [`space ${base64Text(this.space)}`, `path ${base64Text(this.relPath)}`];
+    if (this.createOnly) {
+      pairs.push(`create_only ${base64Text("1")}`);
+    }
+    const metadata = pairs.join(",");
     const xhr = await this.request("POST", TUS_URL, {
       "Upload-Length": String(this.file.size),
       "Upload-Metadata": metadata,

@@ -4,10 +4,11 @@
 // Small files go in one PUT (XMLHttpRequest, for its upload progress). Files of
 // RESUMABLE_FROM_BYTES or more go through tus when the server offers it, and
 // then survive a dropped connection or a reload; without tus they go by PUT.
-// A PUT asks to create only (If-None-Match: *), so nothing is replaced unless
-// the person says so with the row's Replace button.
+// Both ask to create only (If-None-Match: * on a PUT, create_only in tus's
+// metadata), so the server replaces nothing unless the person says so with the
+// row's Replace button, even when another client takes the name meanwhile.
 
-import { callJson, spaceUrl } from "./api.js";
+import { spaceUrl } from "./api.js";
 import { announce, byId, formatBytes, formatDuration, h, joinPath } from "./dom.js";
 import { ApiError, errorFromText } from "./errors.js";
 import { authorization, refreshNow } from "./session.js";
@@ -136,12 +137,12 @@ class Upload {
       throw new ApiError(413, "too_large", `${formatBytes(this.file.size)} is over `
         + `the server's limit of ${formatBytes(tus.maxSize)}`);
     }
-    const upload = new TusUpload(this.file, this.space, this.relPath, tus,
-      (sent) => this.progress(sent), (error, delayMs) => this.retrying(error, delayMs));
+    const upload = new TusUpload(this.file, this.space, this.relPath, tus, {
+      onProgress: (sent) => this.progress(sent),
+      onRetry: (error, delayMs) => this.retrying(error, delayMs),
+      createOnly: !this.replace,
+    });
     this.cancel = () => upload.cancel();
-    if (!this.replace && localStorage.getItem(upload.key) === null) {
-      await this.refuseIfTaken();
-    }
     await upload.run();
     return upload.resumedFrom;
   }
@@ -167,18 +168,6 @@ class Upload {
     if (xhr.status !== 200 && xhr.status !== 201) {
       throw errorFromText(xhr.status, xhr.responseText);
     }
-  }
-
-  async refuseIfTaken() {
-    try {
-      await callJson("GET", spaceUrl(this.space, "meta", this.relPath));
-    } catch (error) {
-      if (error.status === 404) {
-        return;
-      }
-      throw error;
-    }
-    throw new ApiError(412, "precondition_failed", `${this.relPath} already exists`);
   }
 
   progress(sent) {
