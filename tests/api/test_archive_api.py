@@ -34,6 +34,23 @@ def test_a_folder_zips_with_every_file_and_an_empty_manifest(
     assert zipped.testzip() is None
 
 
+def test_a_file_named_like_the_manifest_keeps_its_name_and_content(
+    server: LiveServer, space: str
+) -> None:
+    server.put(space, "mf/strongroom-manifest.json", b"MY OWN DATA")
+    server.put(space, "mf/strongroom-manifest-1.json", b"MINE TOO")
+    server.put(space, "mf/a.txt", b"A")
+
+    zipped = archive(server, space, "mf")
+
+    names = zipped.namelist()
+    assert len(names) == len(set(names)) == 4
+    assert zipped.read("strongroom-manifest.json") == b"MY OWN DATA"
+    assert zipped.read("strongroom-manifest-1.json") == b"MINE TOO"
+    assert names[-1] == "strongroom-manifest-2.json"
+    assert json.loads(zipped.read(names[-1])) == {"skipped": []}
+
+
 def test_the_top_of_a_space_zips_too(server: LiveServer, space: str) -> None:
     server.put(space, "x.txt", b"X")
 

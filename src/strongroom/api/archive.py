@@ -30,7 +30,9 @@ __all__ = ["MANIFEST_NAME", "MAX_ARCHIVE_ENTRIES", "router"]
 router = APIRouter(tags=["files"],
                    responses=problem_responses(*AUTHENTICATED, *PATH_ERRORS, 422))
 
-# The member that lists what was left out, always the last one in the archive.
+# The member that lists what was left out, always the last one in the archive. A
+# file of the folder that has this name keeps it; the manifest then takes the
+# first free name of "strongroom-manifest-1.json", "-2" and so on.
 MANIFEST_NAME = "strongroom-manifest.json"
 # Entries visited per archive at most: a folder tree larger than this is cut off
 # (and the manifest says so) rather than tying up a worker for hours.
@@ -78,6 +80,7 @@ Member = tuple[str, datetime, int, Method, Iterator[bytes]]
 def _members(sp: Space, top: str) -> Iterator[Member]:
     """Yield stream-zip members for every file under `top`, then the manifest."""
     skipped: list[dict[str, str]] = []
+    taken: set[str] = set()  # member names the manifest's name must avoid
     pending = [top]
     visited = 0
     while pending:
@@ -93,11 +96,26 @@ def _members(sp: Space, top: str) -> Iterator[Member]:
             elif meta.kind == "file":
                 member = _member(sp, meta, top, skipped)
                 if member is not None:
+                    if member[0].startswith(_MANIFEST_STEM):
+                        taken.add(member[0])
                     yield member
             else:
                 skipped.append({"path": meta.path, "reason": f"a {meta.kind}"})
     manifest = json.dumps({"skipped": skipped}, indent=1).encode("utf-8")
-    yield MANIFEST_NAME, datetime.now(UTC), 0o644, NO_COMPRESSION_64, iter([manifest])
+    yield _manifest_name(taken), datetime.now(UTC), 0o644, NO_COMPRESSION_64, iter(
+        [manifest])
+
+
+_MANIFEST_STEM = MANIFEST_NAME.removesuffix(".json")
+
+
+def _manifest_name(taken: set[str]) -> str:
+    """The manifest's name: `MANIFEST_NAME`, or the first free numbered one."""
+    name, n = MANIFEST_NAME, 0
+    while name in taken:
+        n += 1
+        name = f"{_MANIFEST_STEM}-{n}.json"
+    return name
 
 
 def _entries(
