@@ -45,6 +45,29 @@ def test_hostile_name_and_content_never_execute(
     assert watched.dialogs == [] and watched.errors == []
 
 
+# Shown as it is stored, an override makes this name read "a" + "exe.png"
+# reversed into "aexe.png": a program dressed as a picture.
+SPOOFING_NAME = "a\u202egnp.exe"
+SHOWN_AS = "a[U+202E]gnp.exe"
+
+
+def test_a_name_with_a_direction_override_shows_what_it_is_made_of(
+    watched: Watched,
+) -> None:
+    page = watched.page
+    drop_files(page, {SPOOFING_NAME: b"MZ"})
+
+    upload = page.locator("#upload-list .upload-name .name")
+    expect(upload).to_have_text(SHOWN_AS)
+    expect(entry_row(page, SHOWN_AS).locator(".entry-name")).to_have_text(SHOWN_AS)
+    assert SPOOFING_NAME not in page.locator("#main").inner_text()
+    # The name is only shown differently; the file keeps its real name.
+    row = entry_row(page, SHOWN_AS)
+    with page.expect_download() as info:
+        row.get_by_role("button", name="Download").click()
+    assert info.value.suggested_filename.endswith("gnp.exe")
+
+
 def test_hostile_file_is_sent_as_an_attachment_never_as_a_page(
     web_server: LiveServer, watched: Watched
 ) -> None:

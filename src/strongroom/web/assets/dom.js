@@ -7,6 +7,11 @@
 // shown as the characters it is made of.
 
 const UNSAFE_ATTRIBUTE = /^on|^style$|^srcdoc$/i;
+// Invisible characters that change how the text around them is shown: the
+// bidirectional controls (an override makes "a\u202Egnp.exe" look like
+// "aexe.png"), line and paragraph separators, zero-width space and BOM.
+// Joiners (U+200C, U+200D) stay: scripts and emoji need them.
+const INVISIBLE_CONTROLS = /[\u061C\u200B\u200E\u200F\u2028\u2029\u202A-\u202E\u2066-\u2069\uFEFF]/g;
 // Long enough to read a sentence twice at a slow pace; errors stay until dismissed.
 const NOTICE_SECONDS = 8;
 
@@ -20,6 +25,15 @@ export function byId(id) {
 }
 
 /**
+ * Return `text` with each invisible control shown as its code point, "[U+202E]",
+ * so that a name shows what it is made of. Every text `h` sets goes through it.
+ */
+export function visibleText(text) {
+  return text.replace(INVISIBLE_CONTROLS, (char) =>
+    `[U+${char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}]`);
+}
+
+/**
  * Build an element: `h("button", {class: "link", text: name, on: {click}})`.
  * Children may be nodes or strings (strings become text nodes).
  */
@@ -30,7 +44,7 @@ export function h(tag, props = {}, ...children) {
       continue;
     }
     if (key === "text") {
-      node.textContent = String(value);
+      node.textContent = visibleText(String(value));
     } else if (key === "class") {
       node.className = value;
     } else if (key === "on") {
@@ -45,7 +59,9 @@ export function h(tag, props = {}, ...children) {
       node.setAttribute(key, value === true ? "" : String(value));
     }
   }
-  node.append(...children.filter((child) => child !== null && child !== undefined));
+  node.append(...children
+    .filter((child) => child !== null && child !== undefined)
+    .map((child) => (typeof child === "string" ? visibleText(child) : child)));
   return node;
 }
 

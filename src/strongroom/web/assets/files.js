@@ -3,8 +3,8 @@
 
 import { API, call, callJson, encodePath, spaceUrl } from "./api.js";
 import { confirmDialog, promptDialog } from "./dialogs.js";
-import { announce, baseName, byId, formatBytes, formatDate, h, joinPath, saveBlob }
-  from "./dom.js";
+import { announce, baseName, byId, formatBytes, formatDate, h, joinPath, saveBlob,
+  visibleText } from "./dom.js";
 import { importArchive } from "./importer.js";
 import { hasScope } from "./session.js";
 import { shareDialog, sharesAvailable } from "./shares.js";
@@ -213,7 +213,7 @@ function renderHeading(space) {
   });
   crumbs[crumbs.length - 1].firstChild.setAttribute("aria-current", "page");
   byId("crumbs").replaceChildren(...crumbs);
-  byId("folder-title").textContent = baseName(view.path) || space.name;
+  byId("folder-title").textContent = visibleText(baseName(view.path) || space.name);
   const access = space.mode === "rw" ? "read and write" : "read-only";
   byId("space-mode").textContent = `${space.kind === "home" ? "Your private space" : "Shared folder"}, ${access}`;
   renderWriteActions();
