@@ -144,6 +144,26 @@ def test_a_head_over_the_bound_sent_in_one_write_gets_431_too(
     assert problem_of(answer)["title"] == "Request Header Fields Too Large"
 
 
+@pytest.mark.parametrize("head", [
+    b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+    b"Content-Length: 2\r\n\r\nab",
+    b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+], ids=["unknown-method", "raw-byte-in-path", "two-lengths", "length-and-chunked"])
+def test_a_request_the_parser_cannot_read_gets_a_problem(
+    fresh: LiveServer, head: bytes
+) -> None:
+    with connect(fresh) as sock:
+        sock.sendall(head)
+        answer = read_until_closed(sock)
+
+    assert status_of(answer) == 400
+    assert header_of(answer, "content-type") == "application/problem+json"
+    assert problem_of(answer)["code"] == "malformed_request"
+
+
 def test_a_head_just_under_the_size_bound_is_served(fresh: LiveServer) -> None:
     padding = b"X-Pad: " + b"p" * 8000 + b"\r\n"
     pads = (MAX_HEAD_BYTES - 1024) // len(padding)

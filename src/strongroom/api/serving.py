@@ -208,6 +208,19 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._cancel_timer()
         super().handle_websocket_upgrade()
 
+    def send_400_response(self, msg: str) -> None:
+        """Answer what the parser could not read with a problem, like every error.
+
+        uvicorn calls this for a request that is not HTTP/1.1 as it reads it (an
+        unknown method, a broken request line or header, a raw byte that may not
+        be in a path, Content-Length repeated or beside Transfer-Encoding); its
+        own answer is plain text.
+        """
+        detail = ("the request is not valid HTTP/1.1: a malformed request line or "
+                  "header, an unknown method, or conflicting Content-Length and "
+                  "Transfer-Encoding headers; nothing was done")
+        self._refuse(400, "Bad Request", "malformed_request", detail)
+
     def _is_between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
 
