@@ -135,6 +135,28 @@ def test_range_past_the_end_is_416_with_the_size(
     assert reply.header("content-range") == "bytes */10"
 
 
+@pytest.mark.parametrize(("header", "status", "body"), [
+    ("bytes=0-" + "9" * 20, 206, b"0123456789"),
+    ("bytes=4-" + "9" * 5000, 206, b"456789"),
+    ("bytes=" + "9" * 23 + "-", 416, b""),
+    ("bytes=-" + "9" * 30, 206, b"0123456789"),
+    ("bytes=000000000000000000000003-4", 206, b"34"),
+], ids=["huge-end", "end-of-5000-digits", "huge-start", "huge-suffix", "zero-padded"])
+def test_offsets_too_large_for_any_file_are_read_as_such(
+    server: LiveServer, space: str, header: str, status: int, body: bytes
+) -> None:
+    # RFC 9110: a valid range starting past the end is unsatisfiable (416); an
+    # end or suffix past it stops at the end. The number of digits changes nothing.
+    server.put(space, "digits.txt", b"0123456789")
+
+    reply = server.request("GET", files_url(space, "digits.txt"),
+                           headers={"Range": header})
+
+    assert reply.status == status, reply.body[:200]
+    if status == 206:
+        assert reply.body == body
+
+
 def test_several_ranges_get_the_whole_file_with_200(
     server: LiveServer, space: str
 ) -> None:

@@ -69,9 +69,11 @@ _ACTIVE_TYPES = frozenset({
     "text/cache-manifest",
 })
 
-# At most 19 digits on either side: a larger number cannot be a byte offset, and
-# Python refuses to parse integers of over 4,300 digits at all.
-_SINGLE_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+_SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# Any offset of more digits is past every file; it is not parsed (Python refuses
+# integers of over 4,300 digits), only known to be that large.
+_OFFSET_DIGITS = 18
+_PAST_EVERY_FILE = 10**_OFFSET_DIGITS
 # Characters RFC 8187 lets stand unencoded in an ext-value (attr-char).
 _ATTR_CHAR_SAFE = "!#$&+-.^_`|~"
 
@@ -248,18 +250,24 @@ def _plan(info: FileInfo, headers: Mapping[str, str]) -> tuple[int, int, int]:
     if not first and not last:
         return 200, 0, info.size
     if not first:
-        suffix = int(last)
+        suffix = _offset(last)
         if suffix == 0 or info.size == 0:
             return 416, 0, 0
         start = max(info.size - suffix, 0)
         return 206, start, info.size - start
-    start = int(first)
-    end = min(int(last), info.size - 1) if last else info.size - 1
-    if last and int(last) < start:
+    start = _offset(first)
+    end = min(_offset(last), info.size - 1) if last else info.size - 1
+    if last and _offset(last) < start:
         return 200, 0, info.size
     if start >= info.size:
         return 416, 0, 0
     return 206, start, end - start + 1
+
+
+def _offset(digits: str) -> int:
+    """A Range offset; one too long to be a real offset counts as past every file."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _OFFSET_DIGITS else _PAST_EVERY_FILE
 
 
 def _not_modified(info: FileInfo, headers: Mapping[str, str]) -> bool:
