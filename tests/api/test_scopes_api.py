@@ -281,6 +281,9 @@ def test_an_admin_revoke_or_disable_refuses_every_token(
             "GET", f"{API}/spaces", headers=bearer(session), token=None
         )
         assert reply.status == 401
+        # The reason as it is: a disabled account still exists.
+        said = "it was revoked" if how == "revoke" else "the account is disabled"
+        assert said in reply.json()["detail"]  # type: ignore[index]
     relogin = login(server, name, password, None)
     assert relogin.status == (200 if how == "revoke" else 401)
 

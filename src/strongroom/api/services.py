@@ -276,9 +276,13 @@ class Services:
         user, session_live = self.meta.get_user_in_session(
             claims.user_id, claims.session_id
         )
-        if user is None or not user.active:
+        if user is None:
             raise self._token_refused(
                 "access_token_user", "access token refused: the user no longer exists"
+            )
+        if not user.active:
+            raise self._token_refused(
+                "access_token_user", "access token refused: the account is disabled"
             )
         if not session_live or claims.is_revoked_by(user.tokens_valid_after):
             raise self._token_refused(
@@ -385,7 +389,11 @@ class Services:
             raise self._token_refused(
                 "api_key_expired", "API key refused: revoked or expired"
             )
-        if not user.active or key.created < user.tokens_valid_after:
+        if not user.active:
+            raise self._token_refused(
+                "api_key_revoked", "API key refused: the account is disabled"
+            )
+        if key.created < user.tokens_valid_after:
             raise self._token_refused(
                 "api_key_revoked", "API key refused: it was revoked"
             )
