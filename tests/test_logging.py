@@ -45,6 +45,34 @@ def test_text_lines_carry_the_event_and_its_fields(
     assert line[:4].isdigit() and "Z " in line
 
 
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_uvicorns_coloured_copy_of_the_message_is_left_out(
+    output: io.StringIO, form: str
+) -> None:
+    configure_logging(form, stream=output)
+
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"},
+    )
+
+    line = output.getvalue()
+    assert "Started server process [42]" in line
+    assert "color_message" not in line and "\x1b" not in line and "[36m" not in line
+
+
+def test_alembics_narration_shows_only_at_debug(output: io.StringIO) -> None:
+    configure_logging("text", stream=output)
+    logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
+    logging.getLogger("alembic.runtime.migration").warning("something is off")
+    configure_logging("text", level=logging.DEBUG, stream=output)
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade")
+
+    lines = output.getvalue()
+    assert "Context impl" not in lines
+    assert "something is off" in lines and "Running upgrade" in lines
+
+
 def test_json_lines_are_one_object_each(
     output: io.StringIO, log: logging.Logger
 ) -> None:

@@ -34,9 +34,11 @@ __all__ = [
 REDACTED = "[redacted]"
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
+# uvicorn's `color_message` (its message again, with terminal colour codes) is
+# left out too: the plain message is already on the line.
 _RECORD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-) | {"message", "asctime", "taskName"}
+) | {"message", "asctime", "taskName", "color_message"}
 
 _SENSITIVE_KEY = re.compile(
     r"(?i)(^|_)(password|passwd|secret|token|authorization|cookie|jwt|api_key)s?($|_)"
@@ -87,6 +89,10 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Alembic narrates every migration context it opens; the outcome is our
+    # own `schema_upgraded` line. Its details show at DEBUG.
+    quiet = level > logging.DEBUG
+    logging.getLogger("alembic").setLevel(logging.WARNING if quiet else logging.NOTSET)
     logging.captureWarnings(True)
 
 
