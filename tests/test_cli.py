@@ -599,6 +599,27 @@ def test_first_serve_creates_an_admin_and_prints_the_password_once(
     assert match.group(1) not in second.stdout
 
 
+@pytest.mark.usefixtures("api_available")
+def test_serve_on_a_taken_port_stops_before_touching_the_data(
+    config_file: Path, data_dir: Path
+) -> None:
+    """A second server (a service started twice) must not migrate, sweep or
+    resume anything in the data of the one already serving."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [STRONGROOM, "--config", config_file, "serve", "--port", str(port)],
+            capture_output=True, text=True, timeout=START_TIMEOUT_SECONDS,
+            check=False,
+        )
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert not data_dir.exists()  # no database, key or first admin was made
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("api_available")
 @pytest.mark.parametrize("trusted", [False, True], ids=["no-proxy", "proxy"])

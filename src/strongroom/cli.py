@@ -23,6 +23,7 @@ import getpass
 import json
 import logging
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +60,8 @@ __all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "EXIT_USER_ERROR", "main"]
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_CONFIG_ERROR = 2
+# `serve` could not listen, or the server did not start (uvicorn's own code).
+EXIT_SERVE_FAILED = 3
 # Start-up logs this many audit findings per space; the command shows them all.
 MAX_LOGGED_FINDINGS = 50
 
@@ -172,7 +175,36 @@ def _audit_spaces(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Check the spaces, create the first admin if there are no users, then serve."""
+    """Claim the port, check the spaces, create the first admin, then serve."""
+    # The port first: a second `serve` on a taken port (a mistyped command, a
+    # service started twice) stops before it migrates, sweeps or resumes
+    # anything in the data the running server is using.
+    try:
+        listener = _listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        return _fail(
+            EXIT_SERVE_FAILED,
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+            "is another server using it? Stop it or choose another port",
+        )
+    with listener:
+        return _serve_on(listener, settings)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """Bind the server's TCP socket, as uvicorn would (it listens once serving)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _serve_on(listener: socket.socket, settings: Settings) -> int:
     # Open every space root first: a missing directory must stop start-up before
     # anything (database, secret, first admin) is created.
     for _, space in open_directory_spaces(settings.spaces, resolver=settings.resolver):
@@ -198,7 +230,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     app = create_app(settings)
     log.info("server_starting", extra={"host": settings.host, "port": settings.port})
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -212,7 +244,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
-    return EXIT_OK
+    server = uvicorn.Server(config)
+    server.run(sockets=[listener])
+    return EXIT_OK if server.started else EXIT_SERVE_FAILED
 
 
 def _user_add(args: argparse.Namespace, settings: Settings) -> int:
