@@ -12,7 +12,7 @@ import pytest
 from browser_env import ADMIN, Watched
 from cutting_proxy import CuttingProxy
 from page_steps import upload_row, wait_for_files, wait_until_uploaded
-from playwright.sync_api import Page, Request, Route, expect
+from playwright.sync_api import Locator, Page, Request, Route, expect
 
 from api.live_server import API, LiveServer
 
@@ -80,14 +80,7 @@ def test_cut_connection_resumes_and_keeps_every_byte(
 def test_reload_mid_upload_continues_where_it_stopped(
     open_page: Callable[..., Watched], tus_server: LiveServer, large_file: Path
 ) -> None:
-    page = open_page(session=ADMIN[0]).page
-    wait_for_files(page)
-    _throttle_uploads(page, RELOAD_THROTTLE_BYTES_PER_SECOND)
-    page.locator("#upload-input").set_input_files(large_file)
-    bar = upload_row(page, large_file.name).locator("progress")
-    page.wait_for_function(
-        "(bar) => bar.value >= 5 * 1024 * 1024", arg=bar.element_handle()
-    )
+    page, _ = _upload_slowly_until(open_page, large_file, 5 * MiB)
 
     page.reload()
     wait_for_files(page)
@@ -101,15 +94,7 @@ def test_reload_mid_upload_continues_where_it_stopped(
 def test_a_name_taken_during_a_large_upload_is_kept_until_replace_is_pressed(
     open_page: Callable[..., Watched], tus_server: LiveServer, large_file: Path
 ) -> None:
-    page = open_page(session=ADMIN[0]).page
-    wait_for_files(page)
-    _throttle_uploads(page, RELOAD_THROTTLE_BYTES_PER_SECOND)
-    page.locator("#upload-input").set_input_files(large_file)
-    row = upload_row(page, large_file.name)
-    page.wait_for_function(
-        "(bar) => bar.value >= 1024 * 1024",
-        arg=row.locator("progress").element_handle(),
-    )
+    page, row = _upload_slowly_until(open_page, large_file, MiB)
 
     # Another client takes the name after the page started.
     theirs = tus_server.request(
@@ -159,6 +144,23 @@ def _record_patch_offsets(page: Page) -> list[int]:
 
     page.on("request", note)
     return offsets
+
+
+def _upload_slowly_until(
+    open_page: Callable[..., Watched], large_file: Path, sent_bytes: int
+) -> tuple[Page, Locator]:
+    """Start a throttled upload of `large_file` as ada; return once `sent_bytes`
+    have gone, with the page and the upload's row."""
+    page = open_page(session=ADMIN[0]).page
+    wait_for_files(page)
+    _throttle_uploads(page, RELOAD_THROTTLE_BYTES_PER_SECOND)
+    page.locator("#upload-input").set_input_files(large_file)
+    row = upload_row(page, large_file.name)
+    page.wait_for_function(
+        "([bar, sent]) => bar.value >= sent",
+        arg=[row.locator("progress").element_handle(), sent_bytes],
+    )
+    return page, row
 
 
 def _throttle_uploads(page: Page, bytes_per_second: int) -> None:
