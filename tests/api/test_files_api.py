@@ -305,6 +305,21 @@ def test_a_path_ending_in_slash_never_acts_on_a_file(
     assert server.request("GET", f"{API}/spaces/{space}/meta/newdir").status == 404
 
 
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_a_method_not_allowed_names_every_method_the_path_takes(
+    server: LiveServer, space: str, method: str
+) -> None:
+    server.put(space, "notes.txt", b"NOTES")
+
+    reply = server.request(method, files_url(space, "notes.txt"), body=b"x")
+
+    assert reply.status == 405
+    assert reply.header("Content-Type") == "application/problem+json"
+    allowed = {m.strip() for m in (reply.header("Allow") or "").split(",")}
+    assert {"GET", "HEAD", "PUT", "DELETE"} <= allowed
+    assert method not in allowed
+
+
 def test_meta_of_a_file_with_a_trailing_slash_is_refused(
     server: LiveServer, space: str
 ) -> None:

@@ -16,14 +16,21 @@ def open_fds(server: LiveServer) -> int:
 
 
 @pytest.mark.parametrize(
-    "range_header",
-    ["bytes=" + "9" * 4400 + "-", "bytes=0-" + "9" * 4400, "bytes=-" + "9" * 4400],
+    ("range_header", "status"),
+    [("bytes=" + "9" * 4400 + "-", 416), ("bytes=0-" + "9" * 4400, 206),
+     ("bytes=-" + "9" * 4400, 206)],
     ids=["huge-start", "huge-end", "huge-suffix"],
 )
-def test_a_range_with_a_huge_number_is_ignored_and_leaks_no_descriptor(
-    server: LiveServer, space: str, range_header: str
+def test_a_range_with_a_huge_number_is_answered_and_leaks_no_descriptor(
+    server: LiveServer, space: str, range_header: str, status: int
 ) -> None:
+    # Past Python's 4,300-digit limit for int(): never parsed, only known to be
+    # past every file (a start there is unsatisfiable, an end stops at the end).
     server.put(space, "a.txt", b"0123456789")
+    # One answer first, so that whatever its path opens once (and keeps) is
+    # not counted: a leak grows with every request.
+    server.request("GET", f"{API}/spaces/{space}/files/a.txt",
+                   headers={"Range": range_header})
     before = open_fds(server)
 
     replies = [
@@ -32,8 +39,9 @@ def test_a_range_with_a_huge_number_is_ignored_and_leaks_no_descriptor(
         for _ in range(20)
     ]
 
-    assert {r.status for r in replies} == {200}
-    assert replies[0].body == b"0123456789"
+    assert {r.status for r in replies} == {status}
+    if status == 206:
+        assert replies[0].body == b"0123456789"
     assert open_fds(server) <= before + 2
 
 
