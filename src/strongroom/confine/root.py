@@ -774,7 +774,8 @@ class Root:
             if src.must_be_dir or dst.must_be_dir:
                 st = os.stat(src.final, dir_fd=src_parent, follow_symlinks=False)
                 if not stat.S_ISDIR(st.st_mode):
-                    reason = "a trailing '/' names a folder, and the source is not one"
+                    reason = ("a final '/' or '/.' names a folder, and the source "
+                              "is not one")
                     raise NotADirectoryPathError("rename", src.text, reason)
             if overwrite:
                 os.rename(

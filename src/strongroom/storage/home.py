@@ -98,7 +98,7 @@ class HomeSpace:
         row = self._meta.get_file(self.owner_id, key) if key else None
         if row is not None:
             if must_be_dir:
-                reason = "a trailing '/' names a folder, and this is a file"
+                reason = "a final '/' or '/.' names a folder, and this is a file"
                 raise NotADirectoryPathError("stat", rel_path, reason)
             return _file_meta(row)
         entry = self._meta.get_entry(self.owner_id, key)
@@ -184,7 +184,7 @@ class HomeSpace:
         if src_key.endswith("/") or dst_key.endswith("/"):
             # Like rename(2): a trailing '/' on either side demands a folder.
             if self._meta.get_file(self.owner_id, src_key.rstrip("/")) is not None:
-                reason = "a trailing '/' names a folder, and the source is a file"
+                reason = "a final '/' or '/.' names a folder, and the source is a file"
                 raise NotADirectoryPathError("move", src, reason)
             src_key, dst_key = src_key.rstrip("/"), dst_key.rstrip("/")
         for blob_id in self._meta.move(
@@ -270,7 +270,7 @@ def _file_key(op: str, rel_path: str) -> str:
     """Return the key of a path that must name a file (no trailing `/`)."""
     key = _key(op, rel_path)
     if key.endswith("/"):
-        reason = "a trailing '/' names a folder, and a file is meant here"
+        reason = "a final '/' or '/.' names a folder, and a file is meant here"
         raise NotADirectoryPathError(op, rel_path, reason)
     return key
 
