@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from sqlalchemy import delete
 
 from strongroom.confine import Root
 from strongroom.errors import (
@@ -35,6 +36,7 @@ from strongroom.errors import (
     UploadQuotaError,
 )
 from strongroom.storage import LocalBlobStore, MetadataStore
+from strongroom.storage._schema import uploads as uploads_table
 from strongroom.storage.home import HomeSpace
 from strongroom.storage.spaces import DirectorySpace, Space
 from strongroom.storage.uploads import (
@@ -165,6 +167,27 @@ def test_chunks_are_published_only_after_the_last_one(
     assert done.received == 6 and done.is_complete
     assert world.read(space_name, "a/b.txt") == b"abcdef"
     assert world.staged() == []
+
+
+def test_a_published_file_is_the_answer_even_if_its_row_cannot_follow(
+    world: World, store: MetadataStore, space_name: str
+) -> None:
+    # The file is placed first, then the upload's row is marked complete. If
+    # that second step fails (the disk filled up in between, or the row was
+    # swept by another process meanwhile), the client must still hear that its
+    # file is stored, because it is.
+    record = create(world, space_name, "a/b.txt", 6)
+    chunk = world.uploads.begin_append(world.owner, record.id, 0)
+    try:
+        chunk.write(b"abcdef")
+        with store._engine.begin() as conn:  # noqa: SLF001 (what another process did)
+            conn.execute(delete(uploads_table).where(uploads_table.c.id == record.id))
+        done = chunk.finish(lambda name: world.space(name))
+    finally:
+        chunk.close()
+
+    assert done.is_complete and done.received == 6
+    assert world.read(space_name, "a/b.txt") == b"abcdef"
 
 
 def test_zero_byte_upload_is_published_at_creation(

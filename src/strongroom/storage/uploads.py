@@ -60,6 +60,7 @@ from strongroom.errors import (
     PathExistsError,
     PathNotFoundError,
     PermissionDeniedError,
+    StorageError,
     SymlinkRefusedError,
     UploadGoneError,
     UploadLockedError,
@@ -329,8 +330,17 @@ class Uploads:
             log.warning("upload_checksum_mismatch", extra=_fields(record))
             raise
         done = _completed(record, self._now())
-        self._move_row(record, done)
-        self._staging.remove(record.id)
+        try:
+            self._move_row(record, done)
+            self._staging.remove(record.id)
+        except (StorageError, UploadNotFoundError) as exc:
+            # The file is in place, so that is the answer: a 507 now (the disk
+            # filled up between the file and its row, say) would tell the client
+            # a stored file was refused. The row and the staged bytes stay as
+            # they were until the expiry sweep takes them; resending the last
+            # chunk publishes the same bytes again.
+            log.warning("upload_completion_unrecorded",
+                        extra={**_fields(record), "reason": str(exc)})
         log.info("upload_completed", extra={**_fields(record), "size": meta.size})
         return done
 
