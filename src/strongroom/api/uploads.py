@@ -369,8 +369,8 @@ async def _append(
         service.uploads.begin_append, user.id, upload_id, offset, checksum
     )
     record = append.record
-    create_only = _is_create_only(_parse_metadata(record.metadata))
     try:
+        create_only = _is_create_only(_parse_metadata(record.metadata))
         _note_target(request, record)
         _check_chunk_length(request.headers, append.remaining)
         request.state.bytes_in = await _receive_chunk(request, append)
