@@ -59,6 +59,8 @@ VERIFIED_TOKEN_CACHE_SIZE = 10_000
 # One message for every failed login, so the answer never tells whether the user
 # name exists.
 _LOGIN_FAILED = "wrong user name or password"
+# What the key of a failed login's name digest in the log is derived for.
+_LOG_DIGEST_PURPOSE = "log name digest"
 _REFRESH_REFUSED = "refresh token refused: log in again"
 
 
@@ -411,7 +413,7 @@ class Services:
         # The name only as a short keyed digest: people type passwords into it,
         # and a plain hash would give them away to anyone with a password list.
         # The same name gives the same digest, so repeated tries still show.
-        key = self.tokens.keys.secret_for("log name digest")
+        key = self.tokens.keys.secret_for(_LOG_DIGEST_PURPOSE)
         digest = hmac.digest(key, user_name.encode("utf-8", "surrogatepass"), "sha256")
         log.warning(event, extra={"reason": reason, "client": client,
                                   "user_hash": digest.hex()[:16]})

@@ -41,7 +41,8 @@ MAX_PATH_DEPTH = 256
 # Temporary files of in-flight writes start with this prefix. Listings hide them and
 # the name rules refuse them, so a user can neither see nor race a staging file.
 STAGING_PREFIX = ".~sr-"
-# An archive import's staging folder; a writer's temporary file has the bare prefix.
+# An archive import's staging folder, at the top of a root (`Root.make_staging_dir`);
+# a writer's temporary file has the bare prefix.
 STAGING_IMPORT_PREFIX = f"{STAGING_PREFIX}import-"
 StagingKind = Literal["file", "folder"]
 # Exactly the names `new_staging_name` makes. Only entries with such a name (and of

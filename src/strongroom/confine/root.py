@@ -76,7 +76,6 @@ _KINDS: dict[int, EntryKind] = {
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK
 _Mount = tuple[int, int | None]
-# Staging folders of archive imports, at the top of a root (`make_staging_dir`).
 # File timestamps come from a coarse clock that may lag the real time by a tick
 # (a few ms); one second of slack keeps the ctime shortcut below on the safe side.
 CTIME_SLACK_NS = 1_000_000_000
