@@ -524,7 +524,10 @@ def assert_every_answer_true(server: LiveServer, outcomes: list[Outcome]) -> Non
                 assert reply.status == 404, (outcome.kind, name, reply.status)
     for space in ("lab", "home"):
         assert server.request("GET", files_url(space, "kept.txt")).body == KEPT
-    wait_until(lambda: leftovers(server) == [], "the staging files being removed")
+    try:
+        wait_until(lambda: leftovers(server) == [], "the staging files being removed")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; left: {leftovers(server)}") from None
     stored_home = sum(len(o.names) for o in outcomes
                       if o.space == "home" and o.status in STORED)
     blob_files = [k for k, v in stored_state(server)[1].items() if v[0] == "file"]

@@ -39,6 +39,7 @@ upload again (a complete upload takes no more bytes).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -336,9 +337,14 @@ class Uploads:
         except (StorageError, UploadNotFoundError) as exc:
             # The file is in place, so that is the answer: a 507 now (the disk
             # filled up between the file and its row, say) would tell the client
-            # a stored file was refused. The row and the staged bytes stay as
-            # they were until the expiry sweep takes them; resending the last
-            # chunk publishes the same bytes again.
+            # a stored file was refused. The staged bytes are only a copy of the
+            # published file now, and the disk may be full: they go at once. The
+            # row goes too if the database can still write; if not, the expiry
+            # sweep takes it, and until then a resent chunk hears the upload
+            # lost its staged bytes (410), never that a stored file was refused.
+            with contextlib.suppress(StorageError):
+                self._staging.remove(record.id)
+                self._rows.delete(record.id)
             log.warning("upload_completion_unrecorded",
                         extra={**_fields(record), "reason": str(exc)})
         log.info("upload_completed", extra={**_fields(record), "size": meta.size})
