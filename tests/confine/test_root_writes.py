@@ -24,6 +24,7 @@ from strongroom.confine import root as root_module
 from strongroom.confine._sys import start_writeback
 from strongroom.errors import (
     DirectoryNotEmptyError,
+    InvalidPathError,
     IsADirectoryPathError,
     NotADirectoryPathError,
     PathExistsError,
@@ -184,6 +185,21 @@ def test_write_onto_a_directory_is_refused(tree: CaseTree, open_root: OpenRoot) 
         root.write_bytes("sub", b"x")
 
     assert tree.read_file("sub/b.txt") == b"inside:sub/b.txt"
+
+
+@pytest.mark.parametrize("rel_path", ["sub/", "a.txt/", "new/", "new/."])
+def test_a_write_to_a_path_that_names_a_folder_is_an_invalid_path(
+    tree: CaseTree, open_root: OpenRoot, rel_path: str
+) -> None:
+    # A final '/' or '/.' can never name a file, whatever is on disk there.
+    build_basic(tree)
+    root = open_root()
+
+    with pytest.raises(InvalidPathError):
+        root.write_bytes(rel_path, b"x")
+
+    assert tree.read_file("a.txt") == b"inside:a.txt"
+    assert tree.lstat("new") is None
 
 
 def test_write_below_a_regular_file_is_refused(

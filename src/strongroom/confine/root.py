@@ -338,8 +338,10 @@ class Root:
         """
         up = self._parse("write", rel_path)
         if up.must_be_dir:
-            reason = "a file name cannot end in '/'"
-            raise IsADirectoryPathError("write", rel_path, reason)
+            # The path's own form is wrong, whatever is on disk: a 400, not a
+            # conflict with a folder that may not even exist.
+            reason = "a final '/' or '/.' names a folder; a file needs a file name"
+            raise InvalidPathError("write", rel_path, reason)
         _refuse_final_dotdot(up, "write")
         if make_parents:
             parent, made = self._open_or_make_parent(up, "write")

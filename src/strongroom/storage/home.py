@@ -151,6 +151,9 @@ class HomeSpace:
 
     def writer(self, rel_path: str, *, exclusive: bool) -> _HomeWriter:
         """Start an upload; it becomes visible on `commit`."""
+        if parse_user_path("write", rel_path).must_be_dir:
+            reason = "a final '/' or '/.' names a folder; a file needs a file name"
+            raise InvalidPathError("write", rel_path, reason)
         key = _file_key("write", rel_path)
         if exclusive and self._meta.get_file(self.owner_id, key) is not None:
             raise PathExistsError("write", rel_path, "the name is already taken")
