@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -23,6 +25,7 @@ from strongroom.api.schemas import (
     meta_out,
 )
 from strongroom.errors import (
+    InvalidRequestError,
     LimitExceededError,
     PathExistsError,
     PreconditionFailedError,
@@ -33,6 +36,7 @@ from strongroom.storage.spaces import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     FileMeta,
+    Precondition,
     Space,
     SpaceWriter,
 )
@@ -186,16 +190,20 @@ async def upload(
 ) -> JSONResponse:
     """Upload a file: streamed to a staging file, then renamed into place.
 
-    `If-None-Match: *` creates only (412 if the name exists). A body over the limit
-    is refused with 413 and leaves nothing behind.
+    `If-None-Match: *` creates only (412 if the name exists). `If-Match` (one or
+    more ETags, or `*`) or `If-Unmodified-Since` replaces only the file they
+    describe (412 otherwise, checked before the body is read and again when the
+    file is put in place). A body over the limit is refused with 413 and leaves
+    nothing behind.
     """
     sp = _space(services, user, space, request, "upload", path)
     limit = services.settings.max_upload_bytes
     _check_declared_length(request, limit)
     exclusive = request.headers.get("if-none-match", "").strip() == "*"
+    precondition = _precondition(request)
     try:
         writer = await anyio.to_thread.run_sync(
-            lambda: sp.writer(path, exclusive=exclusive)
+            lambda: sp.writer(path, exclusive=exclusive, precondition=precondition)
         )
         meta, created = await _receive(request, writer, limit)
     except PathExistsError as exc:
@@ -224,9 +232,13 @@ def make_folder(
 def delete(
     space: str, path: str, request: Request, user: FilesWriter, services: ServicesDep
 ) -> Response:
-    """Delete a file or an empty folder."""
+    """Delete a file or an empty folder.
+
+    `If-Match` or `If-Unmodified-Since` deletes only the file they describe
+    (412 otherwise, and for a folder).
+    """
     sp = _space(services, user, space, request, "delete", path)
-    sp.delete(path)
+    sp.delete(path, precondition=_precondition(request))
     return Response(status_code=204)
 
 
@@ -264,6 +276,31 @@ def _record(state: dict[str, object], op: str, space: str, rel_path: str) -> Non
     state["op"] = op
     state["space"] = space
     state["rel_path"] = rel_path
+
+
+def _precondition(request: Request) -> Precondition | None:
+    """Read `If-Match`, or else `If-Unmodified-Since` (RFC 9110, 13.2.2).
+
+    A date that cannot be read is refused (400), where RFC 9110 would ignore
+    it: a guard the client meant to set must never let a write through unseen.
+    """
+    if_match = request.headers.get("if-match")
+    if if_match is not None:
+        tags = frozenset(t.strip() for t in if_match.split(",") if t.strip())
+        return Precondition(etags=tags)
+    since = request.headers.get("if-unmodified-since")
+    if since is None:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(since)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise InvalidRequestError(
+            "If-Unmodified-Since is not an HTTP date (such as "
+            "'Sat, 05 Dec 2026 10:00:00 GMT'); nothing was changed"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return Precondition(unmodified_since=int(when.timestamp()))
 
 
 def _check_declared_length(request: Request, limit: int) -> None:

@@ -60,6 +60,7 @@ from strongroom.storage.spaces import (
     FileMeta,
     FileReader,
     ListPage,
+    Precondition,
     Space,
     SpaceWriter,
 )
@@ -222,7 +223,10 @@ class _HomeFolderView:
             handle, meta = self._home.open(key)
         return handle, self._rebased(meta)
 
-    def writer(self, rel_path: str, *, exclusive: bool) -> SpaceWriter:
+    def writer(
+        self, rel_path: str, *, exclusive: bool,
+        precondition: Precondition | None = None,
+    ) -> SpaceWriter:
         """Refuse: a share link is read-only."""
         raise _read_only(rel_path)
 
@@ -230,7 +234,9 @@ class _HomeFolderView:
         """Refuse: a share link is read-only."""
         raise _read_only(rel_path)
 
-    def delete(self, rel_path: str) -> None:
+    def delete(
+        self, rel_path: str, *, precondition: Precondition | None = None
+    ) -> None:
         """Refuse: a share link is read-only."""
         raise _read_only(rel_path)
 

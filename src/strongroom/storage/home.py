@@ -24,12 +24,13 @@ from strongroom.errors import (
     StorageQuotaError,
 )
 from strongroom.storage.blobs import BlobStore, BlobWriter
-from strongroom.storage.metadata import MetadataStore
+from strongroom.storage.metadata import MetadataStore, RowCheck
 from strongroom.storage.records import DirEntry, FileRow
 from strongroom.storage.spaces import (
     FileMeta,
     FileReader,
     ListPage,
+    Precondition,
     decode_cursor,
     encode_cursor,
     guess_content_type,
@@ -149,18 +150,28 @@ class HomeSpace:
                 continue
         raise StorageError(f"the stored bytes of {rel_path!r} kept vanishing")
 
-    def writer(self, rel_path: str, *, exclusive: bool) -> _HomeWriter:
-        """Start an upload; it becomes visible on `commit`."""
+    def writer(
+        self, rel_path: str, *, exclusive: bool,
+        precondition: Precondition | None = None,
+    ) -> _HomeWriter:
+        """Start an upload; it becomes visible on `commit`.
+
+        `precondition` is checked now and again in the transaction that
+        publishes the file.
+        """
         if parse_user_path("write", rel_path).must_be_dir:
             reason = "a final '/' or '/.' names a folder; a file needs a file name"
             raise InvalidPathError("write", rel_path, reason)
         key = _file_key("write", rel_path)
+        check = _row_check(precondition, "upload", rel_path)
+        if check is not None:
+            check(self._meta.get_file(self.owner_id, key))
         if exclusive and self._meta.get_file(self.owner_id, key) is not None:
             raise PathExistsError("write", rel_path, "the name is already taken")
         entry = self._meta.get_entry(self.owner_id, key)
         if entry is not None and entry.kind == "dir":
             raise IsADirectoryPathError("write", rel_path, "a folder has that name")
-        return _HomeWriter(self, key, self._blobs.create_blob(), exclusive)
+        return _HomeWriter(self, key, self._blobs.create_blob(), exclusive, check)
 
     def mkdir(self, rel_path: str) -> FileMeta:
         """Create a folder and its missing parents."""
@@ -168,14 +179,23 @@ class HomeSpace:
         self._meta.add_dir(self.owner_id, key, parents=True)
         return self.meta(key)
 
-    def delete(self, rel_path: str) -> None:
-        """Remove a file (and its blob) or an empty folder."""
+    def delete(
+        self, rel_path: str, *, precondition: Precondition | None = None
+    ) -> None:
+        """Remove a file (and its blob) or an empty folder.
+
+        With `precondition`, only a file that meets it (checked in the
+        transaction that removes its row).
+        """
         key = _key("delete", rel_path)
+        check = _row_check(precondition, "delete", rel_path)
         if key.endswith("/"):
+            if check is not None:
+                check(None)  # it names a folder: a conditional delete takes files
             self._meta.remove_dir(self.owner_id, key.rstrip("/"))
             return
         try:
-            blob_id = self._meta.remove_file(self.owner_id, key)
+            blob_id = self._meta.remove_file(self.owner_id, key, check=check)
         except IsADirectoryPathError:
             self._meta.remove_dir(self.owner_id, key)
             return
@@ -197,13 +217,14 @@ class HomeSpace:
         return self.meta(dst_key)
 
     def _publish(
-        self, key: str, blob_id: str, size: int, sha256: str, exclusive: bool
+        self, key: str, blob_id: str, size: int, sha256: str, exclusive: bool,
+        check: RowCheck | None = None,
     ) -> tuple[FileMeta, bool]:
         try:
             result = self._meta.put_file(
                 self.owner_id, key, blob_id=blob_id, size=size, sha256=sha256,
                 content_type=guess_content_type(key), create_only=exclusive,
-                quota_bytes=self.quota_bytes,
+                quota_bytes=self.quota_bytes, check=check,
             )
         except BaseException:
             self._blobs.delete_blob(blob_id)
@@ -225,12 +246,14 @@ class HomeSpace:
 
 class _HomeWriter:
     def __init__(
-        self, home: HomeSpace, key: str, blob: BlobWriter, exclusive: bool
+        self, home: HomeSpace, key: str, blob: BlobWriter, exclusive: bool,
+        check: RowCheck | None = None,
     ) -> None:
         self._home = home
         self._key = key
         self._blob = blob
         self._exclusive = exclusive
+        self._check = check
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -240,7 +263,8 @@ class _HomeWriter:
     def commit(self) -> tuple[FileMeta, bool]:
         stored = self._blob.commit()
         return self._home._publish(
-            self._key, stored.blob_id, stored.size, stored.sha256, self._exclusive
+            self._key, stored.blob_id, stored.size, stored.sha256, self._exclusive,
+            self._check,
         )
 
     def abort(self) -> None:
@@ -281,6 +305,19 @@ def _file_key(op: str, rel_path: str) -> str:
 def _dir_key(op: str, rel_path: str, *, top_ok: bool = False) -> str:
     """Return the key of a path that names a folder (a trailing `/` is fine)."""
     return _key(op, rel_path, top_ok=top_ok).rstrip("/")
+
+
+def _row_check(
+    precondition: Precondition | None, op: str, rel_path: str
+) -> RowCheck | None:
+    """Turn a request's precondition into a check of the file row it acts on."""
+    if precondition is None:
+        return None
+
+    def check(row: FileRow | None) -> None:
+        precondition.require(op, rel_path, None if row is None else _file_meta(row))
+
+    return check
 
 
 def _ns(when: datetime) -> int:

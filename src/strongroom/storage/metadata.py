@@ -75,9 +75,14 @@ from strongroom.storage.records import (
 )
 from strongroom.storage.sessions import SessionStore
 
-__all__ = ["MAX_KEY_BYTES", "MetadataStore", "NewFile", "open_metadata_store"]
+__all__ = [
+    "MAX_KEY_BYTES", "MetadataStore", "NewFile", "RowCheck", "open_metadata_store",
+]
 
 MAX_KEY_BYTES = tree.MAX_KEY_BYTES
+# A condition on the file row a change replaces or removes (None: no file
+# there), checked inside the change's transaction; it refuses by raising.
+RowCheck = Callable[[FileRow | None], None]
 
 # SQLAlchemy's errors and SQLite's own, which the raw-connection fast path
 # raises; psycopg's are added by `_database_errors` once PostgreSQL is in use.
@@ -356,10 +361,7 @@ class MetadataStore:
         tree.check_key("get", rel_path)
 
         with self._read() as conn:
-            row = conn.execute(
-                _FILE_AT, {"owner_id": owner_id, "rel_path": rel_path}
-            ).first()
-        return tree.file_row(row) if row else None
+            return _file_row_at(conn, owner_id, rel_path)
 
     def get_entry(self, owner_id: int, rel_path: str) -> DirEntry | None:
         """Return the file or folder at `rel_path` as a listing entry, or None.
@@ -417,6 +419,7 @@ class MetadataStore:
         content_type: str,
         create_only: bool = False,
         quota_bytes: int | None = None,
+        check: RowCheck | None = None,
     ) -> PutResult:
         """Insert or replace the file at `rel_path` in one transaction.
 
@@ -424,6 +427,8 @@ class MetadataStore:
         time; its old blob id is returned for the caller to delete after this
         returns (never before: until the commit, the old row still points at it).
         With `quota_bytes`, a put that grows the owner's files past it is refused.
+        `check` sees the file row there (or None) inside the transaction, under
+        the owner's lock, and refuses the put by raising.
 
         Raises:
             PathExistsError: `create_only` and a file is already there.
@@ -441,6 +446,7 @@ class MetadataStore:
             result = _put_in(
                 conn, owner_id, rel_path, now, blob_id=blob_id, size=size,
                 sha256=sha256, content_type=content_type, create_only=create_only,
+                check=check,
             )
             _check_quota(conn, owner_id, quota_bytes, before)
             return result
@@ -525,10 +531,13 @@ class MetadataStore:
                 )
             tree.insert_dirs(conn, owner_id, [rel_path], self._now())
 
-    def remove_file(self, owner_id: int, rel_path: str) -> str:
+    def remove_file(
+        self, owner_id: int, rel_path: str, *, check: RowCheck | None = None
+    ) -> str:
         """Delete the file row at `rel_path` and return its blob id.
 
-        The caller deletes the blob after this returns.
+        The caller deletes the blob after this returns. `check` is as for
+        `put_file`.
 
         Raises:
             PathNotFoundError: nothing is there.
@@ -538,6 +547,8 @@ class MetadataStore:
 
         with self._write() as conn:
             tree.lock_owner(conn, owner_id)
+            if check is not None:
+                check(_file_row_at(conn, owner_id, rel_path))
             blob_id = conn.execute(
                 delete(files)
                 .where(files.c.owner_id == owner_id, files.c.rel_path == rel_path)
@@ -793,8 +804,11 @@ def _put_in(
     sha256: str,
     content_type: str,
     create_only: bool,
+    check: RowCheck | None = None,
 ) -> PutResult:
     # The body of `put_file`, inside a transaction that holds the owner's lock.
+    if check is not None:
+        check(_file_row_at(conn, owner_id, rel_path))
     if tree.kind_of(conn, owner_id, rel_path) == "dir":
         raise IsADirectoryPathError("put", rel_path, "a folder has this name")
     tree.ensure_parents(conn, owner_id, rel_path, "put", now)
@@ -818,6 +832,11 @@ def _put_in(
     values = tree.file_values(row)
     conn.execute(update(files).where(files.c.id == row.id).values(values))
     return PutResult(row, old.blob_id)
+
+
+def _file_row_at(conn: Connection, owner_id: int, rel_path: str) -> FileRow | None:
+    row = conn.execute(_FILE_AT, {"owner_id": owner_id, "rel_path": rel_path}).first()
+    return tree.file_row(row) if row else None
 
 
 def _database_errors() -> tuple[type[Exception], ...]:

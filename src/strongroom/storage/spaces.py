@@ -10,12 +10,17 @@ from __future__ import annotations
 import base64
 import binascii
 import mimetypes
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from strongroom.confine import AtomicWriter, Entry, ReadHandle, Root
-from strongroom.errors import InvalidPathError, PermissionDeniedError
+from strongroom.errors import (
+    InvalidPathError,
+    PathNotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+)
 from strongroom.storage.blobs import BlobReader
 
 __all__ = [
@@ -25,6 +30,7 @@ __all__ = [
     "FileMeta",
     "FileReader",
     "ListPage",
+    "Precondition",
     "Space",
     "SpaceWriter",
     "decode_cursor",
@@ -73,6 +79,44 @@ class ListPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """What a replacing write or a delete asks of the file there (HTTP's
+    `If-Match` and `If-Unmodified-Since`).
+
+    Either way a file must be there. `etags`: its ETag must be one of them
+    (compared strongly; `*` takes any file). `unmodified_since` (whole seconds):
+    it must not have changed after that moment. A home checks it inside the
+    transaction that makes the change, so the check is exact. A directory space
+    checks it just before its rename or unlink: a change that another program
+    makes to the same file in between is not seen (the file system offers no
+    compare-and-swap on a name).
+    """
+
+    etags: frozenset[str] | None = None
+    unmodified_since: int | None = None
+
+    def require(self, op: str, rel_path: str, found: FileMeta | None) -> None:
+        """Raise `PreconditionFailedError` unless `found` (a file, or None) meets it."""
+        if found is None or found.kind != "file":
+            raise PreconditionFailedError(
+                f"{op} refused: {rel_path!r} is not a file now, and the request "
+                "was conditional on the file there (If-Match or If-Unmodified-Since)"
+            )
+        if self.etags is not None:
+            if "*" not in self.etags and found.etag not in self.etags:
+                raise PreconditionFailedError(
+                    f"{op} refused: {rel_path!r} has changed since the version "
+                    "named in If-Match; read it again and retry"
+                )
+        elif (self.unmodified_since is not None
+              and found.mtime_ns // 1_000_000_000 > self.unmodified_since):
+            raise PreconditionFailedError(
+                f"{op} refused: {rel_path!r} was modified after the time given in "
+                "If-Unmodified-Since; read it again and retry"
+            )
+
+
 class SpaceWriter(Protocol):
     """An upload in progress: nothing is visible until `commit`."""
 
@@ -107,14 +151,22 @@ class Space(Protocol):
     def open(self, rel_path: str) -> tuple[FileReader, FileMeta]:
         """Open a file for reading."""
 
-    def writer(self, rel_path: str, *, exclusive: bool) -> SpaceWriter:
-        """Start an upload to `rel_path`, creating missing parent folders."""
+    def writer(
+        self, rel_path: str, *, exclusive: bool,
+        precondition: Precondition | None = None,
+    ) -> SpaceWriter:
+        """Start an upload to `rel_path`, creating missing parent folders.
+
+        `precondition` is checked now and again when the upload commits.
+        """
 
     def mkdir(self, rel_path: str) -> FileMeta:
         """Create a folder (and missing parents)."""
 
-    def delete(self, rel_path: str) -> None:
-        """Remove a file or an empty folder."""
+    def delete(
+        self, rel_path: str, *, precondition: Precondition | None = None
+    ) -> None:
+        """Remove a file or an empty folder (only a file if `precondition`)."""
 
     def move(self, src: str, dst: str, *, overwrite: bool) -> FileMeta:
         """Move a file or folder within the space."""
@@ -153,12 +205,21 @@ class DirectorySpace:
         handle = self.root.open_read(rel_path)
         return handle, _meta_of(_display_path(rel_path), handle.entry)
 
-    def writer(self, rel_path: str, *, exclusive: bool) -> SpaceWriter:
+    def writer(
+        self, rel_path: str, *, exclusive: bool,
+        precondition: Precondition | None = None,
+    ) -> SpaceWriter:
         """Start an atomic upload (parents created through the root)."""
         self._check_writable("upload to", rel_path)
+        check = None
+        if precondition is not None:
+            def check() -> None:
+                precondition.require("upload", rel_path, self._file_at(rel_path))
+            check()
         return _DirectoryWriter(
             rel_path, self.root.open_writer(rel_path, exclusive=exclusive,
-                                            make_parents=True)
+                                            make_parents=True),
+            check,
         )
 
     def mkdir(self, rel_path: str) -> FileMeta:
@@ -167,9 +228,13 @@ class DirectorySpace:
         self.root.mkdir(rel_path, parents=True)
         return _meta_of(_display_path(rel_path), self.root.lstat(rel_path))
 
-    def delete(self, rel_path: str) -> None:
+    def delete(
+        self, rel_path: str, *, precondition: Precondition | None = None
+    ) -> None:
         """Remove a file, a link itself, or an empty folder."""
         self._check_writable("delete in", rel_path)
+        if precondition is not None:
+            precondition.require("delete", rel_path, self._file_at(rel_path))
         self.root.remove(rel_path)
 
     def move(self, src: str, dst: str, *, overwrite: bool) -> FileMeta:
@@ -187,6 +252,14 @@ class DirectorySpace:
         """
         return len(self.root.remove_staging_leftovers(STAGING_GRACE_SECONDS))
 
+    def _file_at(self, rel_path: str) -> FileMeta | None:
+        # What a precondition is checked against: the name itself, never
+        # through a final link (a link is not a file here, so it fails).
+        try:
+            return _meta_of(_display_path(rel_path), self.root.lstat(rel_path))
+        except PathNotFoundError:
+            return None
+
     def _check_writable(self, action: str, rel_path: str) -> None:
         if not self.writable:
             raise PermissionDeniedError(
@@ -195,9 +268,13 @@ class DirectorySpace:
 
 
 class _DirectoryWriter:
-    def __init__(self, rel_path: str, writer: AtomicWriter) -> None:
+    def __init__(
+        self, rel_path: str, writer: AtomicWriter,
+        check: Callable[[], None] | None = None,
+    ) -> None:
         self._rel_path = rel_path
         self._writer = writer
+        self._check = check  # a precondition, checked again just before the rename
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -205,6 +282,8 @@ class _DirectoryWriter:
         self.size = self._writer.size
 
     def commit(self) -> tuple[FileMeta, bool]:
+        if self._check is not None:
+            self._check()
         entry, created = self._writer.commit()
         return _meta_of(_display_path(self._rel_path), entry), created
 
