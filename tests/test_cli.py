@@ -287,6 +287,27 @@ def test_account_commands_on_an_unknown_user_are_user_errors(
     assert cli(*command) == 1 and "there is no user 'ghost'" in cli.err
 
 
+@pytest.mark.parametrize(
+    "command", [("user", "role", "root", "user"), ("user", "disable", "root"),
+                ("user", "remove", "root")],
+    ids=["demote", "disable", "remove"],
+)
+def test_losing_the_last_admin_is_done_but_said(
+    cli: Cli, command: tuple[str, ...]
+) -> None:
+    # The command line is where an admin is given back, so it does what it is
+    # told; but nobody should find out later that no admin was left.
+    cli("user", "add", "root", "--admin", "--password-stdin", stdin=PASSWORD)
+    cli("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
+    assert cli("user", "role", "alice", "user") == 0
+    assert "no active admin" not in cli.err
+
+    assert cli(*command) == 0
+
+    assert "no active admin is left" in cli.err
+    assert "strongroom user role NAME admin" in cli.err
+
+
 def test_user_role_refuses_an_unknown_role(cli: Cli) -> None:
     cli("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
 
@@ -373,6 +394,31 @@ def test_an_unreachable_database_exits_with_code_1_and_says_why(
 
     assert code == 1 and "the metadata database failed" in cli.err
     assert "Connection refused" in cli.err or "connection failed" in cli.err
+    assert "Traceback" not in cli.err
+
+
+@pytest.mark.parametrize("kind", ["garbage", "folder"])
+def test_a_database_file_that_is_not_one_is_named_in_one_line(
+    cli: Cli, data_dir: Path, kind: str
+) -> None:
+    data_dir.mkdir(mode=0o700, exist_ok=True)
+    database_file = data_dir / "strongroom.db"
+    if kind == "garbage":
+        database_file.write_bytes(b"this is not an SQLite file, not at all" * 100)
+    else:
+        database_file.mkdir()
+
+    code = cli("user", "list")
+
+    assert code == 1, cli.err
+    assert "Traceback" not in cli.err
+    assert len(cli.err.strip().splitlines()) == 1, cli.err
+    said = cli.err.lower()
+    assert "not a database" in said or "unable to open" in said, cli.err
+
+    # The details are one option away, and only the level asked for changes.
+    assert cli("user", "list", "--log-level", "debug") == 1
+    assert "Traceback" in cli.err
 
 
 def test_a_missing_config_file_exits_with_code_2(
@@ -595,6 +641,8 @@ def test_first_serve_creates_an_admin_and_prints_the_password_once(
         second.stop()
 
     assert login.status_code == 200 and login.json()["token_type"] == "bearer"
+    # The advice reaches the same database when pasted from any folder.
+    assert f"strongroom --config {config_file} user passwd admin" in first.stdout
     assert "Created the first user, 'admin'" not in second.stdout
     assert match.group(1) not in second.stdout
 

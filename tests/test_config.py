@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -361,3 +362,131 @@ def test_settings_can_be_built_directly_for_tests(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, port=8123)
 
     assert settings.database_url == f"sqlite:///{tmp_path}/strongroom.db"
+
+
+# Spaces never expose the service's own files
+
+
+def separation_error(tmp_path: Path, space_path: Path, extra: str = "") -> str:
+    """Load a config whose one space is `space_path`; return the error message."""
+    data = tmp_path / "srv" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    text = (f'data_dir = "{data}"\n{extra}\n[[spaces]]\nname = "all"\n'
+            f'path = "{space_path}"\nusers = ["*"]\n')
+    return config_error(text, tmp_path)
+
+
+def test_a_space_over_the_data_folder_is_refused(tmp_path: Path) -> None:
+    # A reviewer served data_dir's parent to everyone and downloaded the token
+    # secret and the database through the space.
+    message = separation_error(tmp_path, tmp_path / "srv")
+
+    assert "'all'" in message and "data_dir" in message
+
+
+def test_a_space_inside_the_data_folder_is_refused(tmp_path: Path) -> None:
+    inside = tmp_path / "srv" / "data" / "blobs"
+    inside.mkdir(parents=True)
+
+    assert "inside data_dir" in separation_error(tmp_path, inside)
+
+
+def test_a_space_that_reaches_the_data_folder_through_a_link_is_refused(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "innocent").symlink_to(tmp_path / "srv")
+
+    assert "data_dir" in separation_error(tmp_path, tmp_path / "innocent")
+
+
+def test_a_space_over_the_key_or_config_file_is_refused(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key_message = separation_error(
+        tmp_path, keys, f'token_key_file = "{keys / "jwt.secret"}"')
+    # config_error writes the file into tmp_path/etc.
+    config_message = separation_error(tmp_path, tmp_path / "etc")
+
+    assert "token_key_file" in key_message
+    assert "the config file" in config_message
+
+
+def test_sibling_folders_are_fine(tmp_path: Path) -> None:
+    (tmp_path / "srv" / "data").mkdir(parents=True)
+    (tmp_path / "srv" / "docs").mkdir()
+    path = write_config(
+        tmp_path / "etc",
+        f'data_dir = "{tmp_path / "srv" / "data"}"\n[[spaces]]\nname = "docs"\n'
+        f'path = "{tmp_path / "srv" / "docs"}"\nusers = ["*"]\n',
+    )
+
+    assert load_settings(str(path)).spaces[0].name == "docs"
+
+
+# Config files and values that are not what they seem
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_a_config_file_that_is_not_a_small_regular_file_is_refused(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "strongroom.toml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "huge":
+        path.write_text("# " + "x" * (2 << 20) + "\n")
+    else:
+        path = Path("/dev/zero")
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            load_settings(str(path))
+        except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    # A FIFO with no writer used to block the command forever.
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(5)
+    assert outcome, "loading the config file did not return"
+    assert isinstance(outcome[0], ConfigError), outcome
+    assert str(path) in str(outcome[0])
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['data_dir = ""', 'data_dir = "a\\u0000b"',
+     '[[spaces]]\nname = "x"\npath = "/srv/a\\u0000b"\nusers = ["*"]'],
+    ids=["empty-data-dir", "nul-data-dir", "nul-space-path"],
+)
+def test_paths_that_cannot_be_meant_are_refused(tmp_path: Path, text: str) -> None:
+    message = config_error(text, tmp_path)
+
+    assert "current folder" in message or "NUL" in message
+
+
+def test_a_list_variable_that_is_not_json_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STRONGROOM_TRUSTED_PROXIES", "10.0.0.1")
+
+    with pytest.raises(ConfigError, match="trusted_proxies.*JSON"):
+        load_settings(None)
+
+
+def test_a_password_with_at_signs_is_hidden_whole(tmp_path: Path) -> None:
+    message = config_error(
+        'database_url = "mysql://admin:p@ss/w@rd@db.example/x"', tmp_path)
+
+    assert "p@ss" not in message and "ss/w" not in message and "rd@" not in message
+    assert "admin:***@db.example" in message
+
+
+def test_a_pattern_in_a_message_keeps_its_case(tmp_path: Path) -> None:
+    message = config_error('offload_prefix = "/bad prefix"', tmp_path)
+
+    assert "A-Za-z0-9" in message

@@ -22,7 +22,9 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import secrets
+import shlex
 import socket
 import sys
 import time
@@ -34,7 +36,12 @@ from strongroom.audit import audit_tree
 from strongroom.auth.keys import load_key_set, rotate_default_key
 from strongroom.auth.passwords import MAX_PASSWORD_BYTES, PasswordHasher
 from strongroom.cli_storage import storage_migrate
-from strongroom.config import Settings, is_valid_user_name, load_settings
+from strongroom.config import (
+    CONFIG_ENV_VAR,
+    Settings,
+    is_valid_user_name,
+    load_settings,
+)
 from strongroom.errors import (
     ConfigError,
     StorageError,
@@ -62,6 +69,8 @@ EXIT_USER_ERROR = 1
 EXIT_CONFIG_ERROR = 2
 # `serve` could not listen, or the server did not start (uvicorn's own code).
 EXIT_SERVE_FAILED = 3
+# Ctrl-C, as shells report a command killed by SIGINT.
+EXIT_INTERRUPTED = 130
 # Start-up logs this many audit findings per space; the command shows them all.
 MAX_LOGGED_FINDINGS = 50
 
@@ -89,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         settings = load_settings(args.config, overrides)
-        configure_logging(settings.log_format, level=args.log_level)
+        level = _LOG_LEVELS.get(getattr(args, "log_level_name", ""), args.log_level)
+        configure_logging(settings.log_format, level=level)
         command: Callable[[argparse.Namespace, Settings], int] = args.command
         return command(args, settings)
     except ConfigError as exc:
@@ -98,13 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The message says what to do; a traceback would only bury it.
         return _fail(EXIT_CONFIG_ERROR, str(exc))
     except StorageError as exc:
-        # The driver's own error (chained) says what the operator must fix.
-        log.error("cli_storage_failed", exc_info=exc)
-        return _fail(EXIT_USER_ERROR, str(exc))
+        # The driver's own error (chained) says what the operator must fix; the
+        # traceback is for --log-level debug, not for every terminal.
+        log.debug("cli_storage_failed", exc_info=exc)
+        return _fail(EXIT_USER_ERROR, _storage_failure(exc))
     except (_InputError, StrongroomError) as exc:
         return _fail(EXIT_USER_ERROR, str(exc))
+    except OSError as exc:
+        # A file or folder the configuration names is not what it must be.
+        log.debug("cli_os_error", exc_info=exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(EXIT_CONFIG_ERROR, f"{exc.strerror or exc}{where}")
     except KeyboardInterrupt:
-        return _fail(EXIT_USER_ERROR, "interrupted")
+        return _fail(EXIT_INTERRUPTED, "interrupted")
     except Exception:
         # The one place a CLI failure is logged; the traceback goes to the log.
         log.exception("cli_command_failed")
@@ -181,6 +197,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # anything in the data the running server is using.
     try:
         listener = _listening_socket(settings.host, settings.port)
+    except socket.gaierror as exc:
+        return _fail(
+            EXIT_SERVE_FAILED,
+            f"cannot listen on {settings.host}:{settings.port}: the host name does "
+            f"not resolve ({exc.strerror}); use an IP address or a known name",
+        )
     except OSError as exc:
         return _fail(
             EXIT_SERVE_FAILED,
@@ -188,7 +210,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "is another server using it? Stop it or choose another port",
         )
     with listener:
-        return _serve_on(listener, settings)
+        return _serve_on(listener, settings, _command_prefix(args))
+
+
+def _command_prefix(args: argparse.Namespace) -> str:
+    """The start of a command that reaches the same data as this one."""
+    chosen = args.config or os.environ.get(CONFIG_ENV_VAR)
+    if not chosen:
+        return "strongroom"
+    return f"strongroom --config {shlex.quote(os.path.abspath(chosen))}"
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -204,7 +234,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve_on(listener: socket.socket, settings: Settings) -> int:
+def _serve_on(listener: socket.socket, settings: Settings, command: str) -> int:
     # Open every space root first: a missing directory must stop start-up before
     # anything (database, secret, first admin) is created.
     for _, space in open_directory_spaces(settings.spaces, resolver=settings.resolver):
@@ -219,7 +249,7 @@ def _serve_on(listener: socket.socket, settings: Settings) -> int:
             settings.token_key_file,
             settings.token_verify_key_files,
         )
-        _create_first_admin(store)
+        _create_first_admin(store, command)
     finally:
         store.close()
 
@@ -334,6 +364,7 @@ def _user_remove(args: argparse.Namespace, settings: Settings) -> int:
     try:
         user = _find_user(store, args.name)
         blob_ids = store.remove_user(user.id)
+        _note_if_no_admin(store)
     finally:
         store.close()
 
@@ -399,7 +430,24 @@ def _db_current(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_USER_ERROR
 
 
-def _create_first_admin(store: MetadataStore) -> None:
+def _storage_failure(exc: StorageError) -> str:
+    """One line for the terminal: our message, then the deepest cause's first line.
+
+    Storage messages are written for HTTP clients ("see the server log"); at
+    the terminal the operator is the one who must see what the driver said
+    (a locked database, a file that is not a database, a refused connection).
+    """
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    ours = str(exc).split(";", 1)[0]
+    if cause is exc:
+        return ours
+    said = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return f"{ours}: {said}"
+
+
+def _create_first_admin(store: MetadataStore, command: str) -> None:
     if store.has_users():
         return
     password = secrets.token_urlsafe(18)
@@ -412,7 +460,8 @@ def _create_first_admin(store: MetadataStore) -> None:
         f"Created the first user, {FIRST_ADMIN_NAME!r} (admin), with the password:\n"
         f"\n    {password}\n\n"
         "It is shown only this once. Change it with: "
-        f"strongroom user passwd {FIRST_ADMIN_NAME}",
+        f"{command} user passwd {FIRST_ADMIN_NAME}"
+        + ("" if "--config" in command else " (run from this folder)"),
         flush=True,
     )
 
@@ -441,9 +490,21 @@ def _change_user(
     try:
         user = _find_user(store, name)
         change(store, user)
+        _note_if_no_admin(store)
     finally:
         store.close()
     return user
+
+
+def _note_if_no_admin(store: MetadataStore) -> None:
+    # The API refuses to lose its last active admin (nobody could undo it
+    # there); the command line can always undo it, so it warns instead.
+    if not any(u.is_admin and u.active for u in store.list_users()):
+        print(
+            "note: no active admin is left; give the role back with: "
+            "strongroom user role NAME admin",
+            file=sys.stderr,
+        )
 
 
 def _find_user(store: MetadataStore, name: str) -> User:
@@ -496,6 +557,18 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
+               "warning": logging.WARNING, "error": logging.ERROR}
+
+_EXIT_CODES = f"""exit codes:
+  {EXIT_OK}    done (audit, check: nothing found)
+  {EXIT_USER_ERROR}    the command was refused or failed (audit, check: findings)
+  {EXIT_CONFIG_ERROR}    the configuration, or a file or folder it names, is wrong
+       (audit, check: the tree or the store could not be read)
+  {EXIT_SERVE_FAILED}    serve could not listen or start
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors exit with EXIT_USER_ERROR."""
 
@@ -514,7 +587,21 @@ def _build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="TOML settings file (default: $STRONGROOM_CONFIG, if set)",
     )
-    parser = _Parser(prog="strongroom", description="A confined file service.")
+    config.add_argument(
+        "--log-level",
+        # Its own dest: set_defaults(log_level=...) on one command would change
+        # the default of this action, which every command shares.
+        dest="log_level_name",
+        choices=_LOG_LEVELS,
+        type=str.lower,
+        default=argparse.SUPPRESS,
+        help="what to log: debug adds the details of any failure "
+        "(default: warning; info for serve)",
+    )
+    parser = _Parser(
+        prog="strongroom", description="A confined file service.",
+        epilog=_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
     parser.set_defaults(config=None, host=None, port=None, log_level=logging.WARNING)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -537,7 +624,10 @@ def _build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("name", metavar="NAME")
     _add_password_stdin(passwd)
     passwd.set_defaults(command=_user_passwd)
-    remove = actions.add_parser("remove", parents=[config], help="delete a user")
+    remove = actions.add_parser(
+        "remove", parents=[config],
+        help="delete a user and every file of their home space (no undo)",
+    )
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(command=_user_remove)
     role = actions.add_parser("role", parents=[config], help="change a user's role")

@@ -68,6 +68,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -91,6 +92,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from strongroom.errors import ConfigError
@@ -114,6 +116,8 @@ __all__ = [
 ]
 
 CONFIG_ENV_VAR = "STRONGROOM_CONFIG"
+# Far above any real config file (a few KiB even with hundreds of spaces).
+MAX_CONFIG_FILE_BYTES = 1 << 20
 HOME_SPACE_NAME = "home"
 
 SpaceMode = Literal["ro", "rw"]
@@ -204,6 +208,11 @@ class SpaceConfig(BaseModel):
         if _SPACE_NAME.fullmatch(name) is None:
             raise ValueError("use 1-64 lowercase letters, digits, '-' or '_'")
         return name
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _check_path_text(cls, path: object) -> object:
+        return _check_path_text(path)
 
     @field_validator("path")
     @classmethod
@@ -314,6 +323,11 @@ class Settings(BaseSettings):
             ipaddress.ip_network(entry, strict=False)  # ValueError names it
         return value
 
+    @field_validator("data_dir", "token_key_file", mode="before")
+    @classmethod
+    def _check_path_text(cls, path: object) -> object:
+        return None if path is None else _check_path_text(path)
+
     @field_validator("data_dir")
     @classmethod
     def _make_data_dir_absolute(cls, data_dir: Path) -> Path:
@@ -398,9 +412,17 @@ def load_settings(
     arguments: dict[str, Any] = dict(overrides or {})
     try:
         with _file_layer(file_values):
-            return Settings(**arguments)
+            settings = Settings(**arguments)
     except ValidationError as exc:
         raise ConfigError(_describe_errors(exc)) from None
+    except SettingsError as exc:
+        # A variable of a list setting that is not JSON; pydantic names the field.
+        raise ConfigError(
+            f"{exc}; a list setting from a STRONGROOM_* variable is JSON, such "
+            "as '[\"10.0.0.1\"]'"
+        ) from None
+    check_space_separation(settings, Path(chosen) if chosen else None)
+    return settings
 
 
 _file_values: ContextVar[Mapping[str, object]] = ContextVar("_file_values")
@@ -442,8 +464,9 @@ class _ScalarEnvSource(EnvSettingsSource):
 
 def _read_config_file(path: Path) -> dict[str, object]:
     try:
-        with path.open("rb") as handle:
-            values: dict[str, object] = tomllib.load(handle)
+        values: dict[str, object] = tomllib.loads(
+            _read_small_file(path).decode("utf-8")
+        )
     except FileNotFoundError:
         raise ConfigError(
             f"config file {str(path)!r} does not exist; check --config or "
@@ -463,6 +486,22 @@ def _read_config_file(path: Path) -> dict[str, object]:
     return values
 
 
+def _read_small_file(path: Path) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; the checks after
+    # refuse it (and devices, and anything huge) before a byte is read.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"config file {str(path)!r} is not a regular file")
+        if info.st_size > MAX_CONFIG_FILE_BYTES:
+            raise ConfigError(
+                f"config file {str(path)!r} is {info.st_size} bytes; a config "
+                f"file is at most {MAX_CONFIG_FILE_BYTES}"
+            )
+        return handle.read(MAX_CONFIG_FILE_BYTES + 1)
+
+
 def _check_known_keys(values: Mapping[str, object]) -> None:
     # Checked before pydantic sees the keys: a typo should name the key, and a
     # key such as `_env_file` must never reach the settings class as an argument.
@@ -472,6 +511,55 @@ def _check_known_keys(values: Mapping[str, object]) -> None:
             raise ConfigError(
                 f"{key!r} is not a setting; the settings are {', '.join(known)}"
             )
+
+
+def _check_path_text(path: object) -> object:
+    # Before pydantic makes a Path: "" would quietly mean the current folder,
+    # and a NUL can never reach the file system.
+    text = str(path) if isinstance(path, str | os.PathLike) else None
+    if text == "":
+        raise ValueError("use a folder path; \"\" would be the current folder")
+    if text is not None and "\x00" in text:
+        raise ValueError("a path cannot contain a NUL character")
+    return path
+
+
+def check_space_separation(settings: Settings, config_file: Path | None) -> None:
+    """Refuse directory spaces that hold, or sit inside, the service's own files.
+
+    A space over the data folder would let its users download the token
+    secret and the database; a space inside it would let them write there. The
+    key files and the config file (which may hold secrets) must not be in a
+    space either. Paths are compared after resolving links, as the kernel
+    would see them when the space is opened.
+
+    Raises:
+        ConfigError: naming the space and the file or folder it would expose.
+    """
+    private = {"data_dir": settings.data_dir}
+    if settings.token_key_file is not None:
+        private["token_key_file"] = settings.token_key_file
+    for index, key_file in enumerate(settings.token_verify_key_files):
+        private[f"token_verify_key_files[{index}]"] = key_file
+    if settings.blob_store_url.startswith("file://"):
+        private["blob_store_url"] = Path(settings.blob_store_url[len("file://"):])
+    if config_file is not None:
+        private["the config file"] = config_file
+    for index, space in enumerate(settings.spaces):
+        served = Path(os.path.realpath(space.path))
+        for what, path in private.items():
+            own = Path(os.path.realpath(path))
+            if own == served or served in own.parents:
+                raise ConfigError(
+                    f"spaces[{index}] ({space.name!r}) would serve {what} "
+                    f"({str(path)!r}) to its users; move one out of the other"
+                )
+            if what == "data_dir" and own in served.parents:
+                raise ConfigError(
+                    f"spaces[{index}] ({space.name!r}) is inside data_dir "
+                    f"({str(path)!r}), the service's own folder; use a folder "
+                    "outside it"
+                )
 
 
 def _anchor_space_paths(values: dict[str, object], config_dir: Path) -> None:
@@ -546,7 +634,22 @@ def _accepted(error: ErrorDetails, field: str) -> str:
         return f"use {ctx['expected']}"
     if error["type"] == "value_error":
         return str(ctx["error"])
-    return _ACCEPTED_BY_KEY.get(field, error["msg"].lower())
+    message = error["msg"]
+    return _ACCEPTED_BY_KEY.get(field, message[:1].lower() + message[1:])
+
+
+def hide_url_password(url: str) -> str:
+    """Return `url` with the password of its user info replaced by `***`.
+
+    The user info ends at the last `@` before the path, so a password that
+    holds `@` (or `/`, unescaped) is hidden whole.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
 def _format_key(loc: tuple[int | str, ...]) -> str:
@@ -559,7 +662,7 @@ def _format_key(loc: tuple[int | str, ...]) -> str:
 def _show_value(field: str, value: object) -> str:
     # A database URL may carry a password; it must not reach a terminal or a log.
     if field in ("database_url", "s3_endpoint_url") and isinstance(value, str):
-        value = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", value)
+        value = hide_url_password(value)
     if field == "s3_secret_access_key":
         return "'***'"
     if field == "metrics_token":
