@@ -1,4 +1,4 @@
-"""Conditional writes: If-Match and If-Unmodified-Since on PUT and DELETE.
+"""Conditional requests: If-Match and If-Unmodified-Since on PUT, DELETE and GET.
 
 A client that read a file and then writes it back must be able to say "only if
 nobody changed it meanwhile". Each test runs against a directory space (`lab`)
@@ -178,3 +178,29 @@ def test_a_change_made_while_the_body_arrives_is_caught_at_commit(
     assert_refused(reply.status, answer, 412, "precondition_failed")
     assert server.request("GET", files_url(space, "doc.txt")).body == NEWER
     assert staging_and_blobs(server)[0] == []
+
+
+def test_a_read_is_conditional_too(server: LiveServer, space: str) -> None:
+    # RFC 9110 asks a server to evaluate If-Match before any method, reads too:
+    # a client that resumes or assembles a file must not mix two versions.
+    server.put(space, "doc.txt", ORIGINAL)
+    old_tag = etag_of(server, space, "doc.txt")
+    server.put(space, "doc.txt", NEWER)
+    tag = etag_of(server, space, "doc.txt")
+    url = files_url(space, "doc.txt")
+    before = email.utils.formatdate(time.time() - 3600, usegmt=True)
+
+    stale = server.request("GET", url, headers={"If-Match": old_tag})
+    head = server.request("HEAD", url, headers={"If-Match": old_tag})
+    old_date = server.request("GET", url, headers={"If-Unmodified-Since": before})
+    current = server.request("GET", url, headers={"If-Match": tag, "Range": "bytes=0-6"})
+    unreadable = server.request("GET", url, headers={"If-Unmodified-Since": "soon"})
+
+    assert_refused(stale.status, stale.body, 412, "precondition_failed")
+    assert stale.header("Content-Type") == "application/problem+json"
+    assert NEWER not in stale.body
+    assert head.status == 412 and head.body == b""
+    assert_refused(old_date.status, old_date.body, 412, "precondition_failed")
+    assert current.status == 206 and current.body == NEWER[:7]
+    # A read ignores a date it cannot read (RFC 9110); only writes refuse it.
+    assert unreadable.status == 200 and unreadable.body == NEWER

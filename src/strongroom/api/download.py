@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -35,6 +36,7 @@ __all__ = [
     "content_disposition",
     "content_headers",
     "is_active_type",
+    "parse_http_date",
 ]
 
 # Chunk size for streaming: large enough that a 1 GiB download is 1,024 thread hops,
@@ -158,9 +160,12 @@ class FileResponse(Response):
         self._problem = b""
         if self.status_code == 416:
             self._problem = _range_problem(info, request_headers.get("range", ""))
+            del self.plain_headers["content-disposition"]
+        elif self.status_code == 412:
+            self._problem = _precondition_problem(info)
+        if self._problem:
             self.plain_headers["content-type"] = "application/problem+json"
             self.plain_headers["content-length"] = str(len(self._problem))
-            del self.plain_headers["content-disposition"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -174,7 +179,7 @@ class FileResponse(Response):
             if self.method == "HEAD" or self.status_code == 304:
                 await send({"type": "http.response.body", "body": b""})
                 return
-            if self.status_code == 416:
+            if self._problem:
                 await send({"type": "http.response.body", "body": self._problem})
                 return
             await self._send_body(send)
@@ -230,12 +235,18 @@ def _next_chunk(chunks: Iterator[bytes]) -> bytes:
 
 
 def answer_status(info: FileInfo, headers: Mapping[str, str]) -> int:
-    """Return the status a download of `info` gets: 200, 206, 304 or 416."""
+    """Return the status a download of `info` gets: 200, 206, 304, 412 or 416."""
     return _plan(info, headers)[0]
 
 
 def _plan(info: FileInfo, headers: Mapping[str, str]) -> tuple[int, int, int]:
-    """Decide (status, first byte, length) from the conditional and Range headers."""
+    """Decide (status, first byte, length) from the conditional and Range headers.
+
+    In RFC 9110's order (13.2.2): If-Match or If-Unmodified-Since (412), then
+    If-None-Match or If-Modified-Since (304), then Range.
+    """
+    if not _preconditions_hold(info, headers):
+        return 412, 0, 0
     if _not_modified(info, headers):
         return 304, 0, 0
     range_header = headers.get("range")
@@ -270,19 +281,37 @@ def _offset(digits: str) -> int:
     return int(digits) if len(digits) <= _OFFSET_DIGITS else _PAST_EVERY_FILE
 
 
+def _preconditions_hold(info: FileInfo, headers: Mapping[str, str]) -> bool:
+    if_match = headers.get("if-match")
+    if if_match is not None:
+        # Strong comparison: a weak tag (W/...) never matches.
+        tags = {t.strip() for t in if_match.split(",")}
+        return "*" in tags or info.etag in tags
+    since = parse_http_date(headers.get("if-unmodified-since"))
+    return since is None or info.mtime_ns // 1_000_000_000 <= since
+
+
+def parse_http_date(text: str | None) -> int | None:
+    """Return the seconds since the epoch of an HTTP date; None when absent or
+    unreadable (a read ignores a date it cannot read, as RFC 9110 asks)."""
+    if text is None:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
 def _not_modified(info: FileInfo, headers: Mapping[str, str]) -> bool:
     if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
         tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
         return "*" in tags or info.etag in tags
-    since = headers.get("if-modified-since")
-    if since is None:
-        return False
-    try:
-        when = email.utils.parsedate_to_datetime(since)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False
-    return int(when.timestamp()) >= info.mtime_ns // 1_000_000_000
+    since = parse_http_date(headers.get("if-modified-since"))
+    return since is not None and since >= info.mtime_ns // 1_000_000_000
 
 
 def _if_range_holds(info: FileInfo, if_range: str | None) -> bool:
@@ -300,7 +329,7 @@ def _headers(info: FileInfo, status: int, start: int, length: int) -> dict[str, 
         "accept-ranges": "bytes",
         **_SAFETY_HEADERS,
     }
-    if status == 304:
+    if status in (304, 412):
         return headers
     headers.update(content_headers(info))
     headers["content-length"] = str(length)
@@ -324,6 +353,18 @@ def content_headers(info: FileInfo) -> dict[str, str]:
         ),
         **_SAFETY_HEADERS,
     }
+
+
+def _precondition_problem(info: FileInfo) -> bytes:
+    body = {
+        "type": "about:blank#precondition_failed",
+        "title": "Precondition Failed",
+        "status": 412,
+        "code": "precondition_failed",
+        "detail": f"{info.name!r} has changed since the version named in If-Match "
+        "or If-Unmodified-Since; read its current ETag and ask again",
+    }
+    return json.dumps(body).encode("utf-8")
 
 
 def _range_problem(info: FileInfo, range_header: str) -> bytes:

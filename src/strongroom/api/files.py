@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import Mapping
-from datetime import UTC
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -13,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from strongroom.api.body import receive_body
 from strongroom.api.deps import FilesReader, FilesWriter, Services, get_services
-from strongroom.api.download import FileInfo
+from strongroom.api.download import FileInfo, parse_http_date
 from strongroom.api.offload import send_file
 from strongroom.api.problem_docs import AUTHENTICATED, PATH_ERRORS, problem_responses
 from strongroom.api.schemas import (
@@ -291,16 +289,13 @@ def _precondition(request: Request) -> Precondition | None:
     since = request.headers.get("if-unmodified-since")
     if since is None:
         return None
-    try:
-        when = email.utils.parsedate_to_datetime(since)
-    except (TypeError, ValueError, IndexError, OverflowError):
+    when = parse_http_date(since)
+    if when is None:
         raise InvalidRequestError(
             "If-Unmodified-Since is not an HTTP date (such as "
             "'Sat, 05 Dec 2026 10:00:00 GMT'); nothing was changed"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return Precondition(unmodified_since=int(when.timestamp()))
+        )
+    return Precondition(unmodified_since=when)
 
 
 def _check_declared_length(request: Request, limit: int) -> None:
