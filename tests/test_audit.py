@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 from pathlib import Path
 
@@ -131,3 +132,72 @@ def test_the_json_form_counts_each_kind(tmp_path: Path) -> None:
 
     assert data["counts"] == {"fifo": 2}
     assert data["entries"] == 2
+
+
+def findings_by_bytes(top: Path) -> list[tuple[str, bytes]]:
+    """The report's (kind, exact path bytes) pairs, in report order."""
+    return [(f.kind, os.fsencode(f.path)) for f in audit_tree(top).findings]
+
+
+def test_links_with_names_the_service_refuses_are_checked_and_reported(
+    tmp_path: Path,
+) -> None:
+    """Control characters or non-UTF-8 bytes in a name never hide an entry."""
+    top = os.fsencode(tmp_path)
+    os.symlink(b"loop\xff", top + b"/loop\xff")
+    os.symlink(b"missing", top + b"/gone\x1b")
+    os.symlink(b"ping\x01", top + b"/pong\x01")
+    os.symlink(b"pong\x01", top + b"/ping\x01")
+    os.symlink(b"/etc/passwd", top + b"/abs\n")
+
+    assert findings_by_bytes(tmp_path) == [
+        ("absolute_link", b"abs\n"),
+        ("dangling_link", b"gone\x1b"),
+        ("link_loop", b"loop\xff"),
+        ("link_loop", b"ping\x01"),
+        ("link_loop", b"pong\x01"),
+        ("unservable_name", b"abs\n"),
+        ("unservable_name", b"gone\x1b"),
+        ("unservable_name", b"loop\xff"),
+        ("unservable_name", b"ping\x01"),
+        ("unservable_name", b"pong\x01"),
+    ]
+
+
+def test_an_odd_name_is_reported_once_and_its_contents_are_still_checked(
+    tmp_path: Path,
+) -> None:
+    top = os.fsencode(tmp_path)
+    os.mkdir(top + b"/d\xfe")
+    os.mkfifo(top + b"/d\xfe/pipe")
+    os.symlink(b"../../escape", top + b"/d\xfe/leak")
+    os.symlink(b"gone", top + b"/d\xfe/dangling")
+
+    assert findings_by_bytes(tmp_path) == [
+        ("escaping_link", b"d\xfe/leak"),
+        ("dangling_link", b"d\xfe/dangling"),
+        ("fifo", b"d\xfe/pipe"),
+        ("unservable_name", b"d\xfe"),
+    ]
+
+
+def test_the_service_s_own_staging_names_are_not_findings(tmp_path: Path) -> None:
+    (tmp_path / ".~sr-0123456789abcdef01234567").write_text("upload in flight")
+
+    assert audit_tree(tmp_path).clean
+
+
+def test_a_wide_tree_is_walked_whole_with_few_descriptors(tmp_path: Path) -> None:
+    """Folders are entered one at a time: the walk never runs out of descriptors."""
+    for n in range(200):
+        os.mkdir(tmp_path / f"d{n:03}")
+        os.mkfifo(tmp_path / f"d{n:03}" / "pipe")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 50, hard))
+    try:
+        report = audit_tree(tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert [f.kind for f in report.findings] == ["fifo"] * 200

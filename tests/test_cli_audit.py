@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import strongroom
 from strongroom.cli import main
+
+SRC_DIR = Path(strongroom.__file__).resolve().parents[1]
 
 
 def test_a_clean_tree_exits_0(
@@ -47,7 +53,53 @@ def test_json_output_lists_each_finding(
     ]
 
 
-def test_a_missing_tree_exits_2(tmp_path: Path) -> None:
+def test_a_missing_tree_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["audit", str(tmp_path / "nope")])
 
+    err = capsys.readouterr().err
     assert code == 2
+    assert err.startswith("strongroom: cannot audit") and err.count("\n") == 1
+
+
+def run_audit_without_file_permission_override(top: Path) -> tuple[int, str]:
+    """`strongroom audit --json TOP` in a process that permissions apply to.
+
+    Root reads any folder; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH it
+    meets mode bits like any other user.
+    """
+    command = [sys.executable, "-c",
+               "import sys; from strongroom.cli import main; sys.exit(main())",
+               "audit", "--json", str(top)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("dropping root's file permission override needs setpriv")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+                   "--", *command]
+    path = os.pathsep.join([str(SRC_DIR), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    done = subprocess.run(command, capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert not done.stderr, done.stderr
+    return done.returncode, done.stdout
+
+
+def test_folders_and_entries_that_cannot_be_read_are_findings(tmp_path: Path) -> None:
+    for folder in ("locked", "listed_only"):
+        (tmp_path / folder).mkdir()
+        os.mkfifo(tmp_path / folder / "pipe")
+    (tmp_path / "locked").chmod(0o000)
+    (tmp_path / "listed_only").chmod(0o444)  # listed, but nothing in it stat-ed
+    try:
+        code, out = run_audit_without_file_permission_override(tmp_path)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+        (tmp_path / "listed_only").chmod(0o755)
+
+    findings = json.loads(out)["findings"]
+    assert code == 1
+    assert [(f["kind"], f["path"], f["detail"]) for f in findings] == [
+        ("unreadable", "listed_only/pipe", "not checked: Permission denied"),
+        ("unreadable", "locked", "not entered: Permission denied"),
+    ]
