@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.audit import MAX_AUDIT_DEPTH, audit_tree
+from strongroom.audit import MAX_AUDIT_DEPTH, audit_tree, shown
 
 
 def build_hostile_tree(base: Path) -> Path:
@@ -201,3 +201,50 @@ def test_a_wide_tree_is_walked_whole_with_few_descriptors(tmp_path: Path) -> Non
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     assert [f.kind for f in report.findings] == ["fifo"] * 200
+
+
+def test_the_table_escapes_every_character_that_is_not_printable(
+    tmp_path: Path,
+) -> None:
+    top = os.fsencode(tmp_path)
+    os.symlink(b"\x1b]0;title\x07", top + b"/ctrl_link")
+    for name in (b"a\nb", "rtl\u202eexe".encode(), b"c\xc2\x85", b"d\x85",
+                 b"back\\x1b", b"bell\x07", b"del\x7f", b"z\xf0\x9f\x98\x80"):
+        os.mkfifo(top + b"/" + name)
+
+    lines = audit_tree(tmp_path).as_table().split("\n")
+
+    paths = [line.split()[1] for line in lines[1:-1] if line.startswith("fifo")]
+    assert paths == [
+        "a\\x0ab", "back\\\\x1b", "bell\\x07", "c\\u0085", "del\\x7f",
+        "d\\x85", "rtl\\u202eexe", "z\U0001f600",
+    ]
+    assert "-> \\x1b]0;title\\x07" in lines[1]
+    assert all(char.isprintable() for line in lines for char in line)
+
+
+def test_shown_names_can_be_turned_back_into_the_exact_bytes() -> None:
+    names = [b"plain", b"back\\slash", b"\\x41", b"\x1b\\x1b", b"\xff\\xff",
+             "\u202e\u200b\u2028\xa0\x85".encode(), b"\xf4\x8f\xbf\xbf"]
+
+    for name in names:
+        assert unescape(shown(os.fsdecode(name))) == name
+
+
+def unescape(text: str) -> bytes:
+    """Undo `shown`, as a reader of the table would (the documented scheme)."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] != "\\":
+            out += text[i].encode()
+            i += 1
+        elif text[i + 1] == "\\":
+            out += b"\\"
+            i += 2
+        else:
+            width = {"x": 2, "u": 4, "U": 8}[text[i + 1]]
+            code = int(text[i + 2 : i + 2 + width], 16)
+            out += bytes([code]) if text[i + 1] == "x" else chr(code).encode()
+            i += 2 + width
+    return bytes(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -61,6 +62,36 @@ def test_a_missing_tree_exits_2(
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("strongroom: cannot audit") and err.count("\n") == 1
+
+
+def test_json_keeps_every_name_exact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name that is not UTF-8 has its exact bytes; no lone surrogate is printed
+    (jq and other strict readers turn one into U+FFFD)."""
+    top = os.fsencode(tmp_path)
+    names = {b"b\xff", b"ok\x1b", b"back\\slash", "\u202e".encode()}
+    for name in names:
+        os.mkfifo(top + b"/" + name)
+    os.symlink(b"t\xfe", top + b"/l")
+
+    code = main(["audit", str(tmp_path), "--json"])
+
+    out = capsys.readouterr().out
+    findings = json.loads(out)["findings"]
+    assert code == 1 and "\\ud" not in out.lower()
+    assert {exact(f, "path") for f in findings if f["kind"] == "fifo"} == names
+    (link,) = (f for f in findings if f["kind"] == "dangling_link")
+    assert (link["path"], exact(link, "target")) == ("l", b"t\xfe")
+    assert link["target"] == "t\\xfe"
+    assert {f["path"] for f in findings if "path_bytes" in f} == {"b\\xff"}
+
+
+def exact(finding: dict[str, str], key: str) -> bytes:
+    """The exact bytes of a name in the JSON output, as the help explains."""
+    if f"{key}_bytes" in finding:
+        return base64.b64decode(finding[f"{key}_bytes"])
+    return finding[key].encode()
 
 
 def run_audit_without_file_permission_override(top: Path) -> tuple[int, str]:

@@ -1,4 +1,4 @@
-"""Audit a directory tree for what a file service must not trust.
+r"""Audit a directory tree for what a file service must not trust.
 
 `audit_tree` walks a tree without following a single link and reports symlinks that
 leave it (or would, if moved), absolute, dangling and looping symlinks, hard-linked
@@ -12,14 +12,20 @@ Every entry is checked whatever its name: names are handled as the `os` module
 gives them, with bytes that are not valid UTF-8 as lone surrogates (PEP 383), so
 `os.fsencode` returns the exact bytes on disk. An entry is never skipped because
 of its name or because it could not be read: either is itself a finding.
+
+Names are shown (`shown`) in an unambiguous, reversible form: `\\` is a
+backslash, `\xNN` an ASCII control character or a byte that is not valid UTF-8,
+`\uNNNN` / `\UNNNNNNNN` any other character that is not printable (C1 controls,
+bidi and other format controls, line separators...); everything else is itself.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import stat
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from strongroom.confine import STAGING_PREFIX, parse_user_path
 
@@ -36,6 +42,7 @@ __all__ = [
     "AuditReport",
     "Finding",
     "audit_tree",
+    "shown",
 ]
 
 # The same bound the name rules put on user paths: nothing deeper can be served.
@@ -73,13 +80,27 @@ _LINK_OUTCOMES = {
 class Finding:
     """One thing worth an admin's look.
 
-    `path` is relative to the audited tree, in the `os` module's form (see the
-    module docstring).
+    `path` (relative to the audited tree) and a link's `target` text are in the
+    `os` module's form (see the module docstring); `detail` is printable text.
     """
 
     kind: str
     path: str
     detail: str
+    target: str | None = None
+
+    @property
+    def shown_path(self) -> str:
+        """Return `path` in the escaped form that is safe to print."""
+        return shown(self.path)
+
+    def as_json(self) -> dict[str, str]:
+        """Return the finding as JSON-ready data that keeps the names exact."""
+        data = {"kind": self.kind, **_json_name("path", self.path)}
+        if self.target is not None:
+            data.update(_json_name("target", self.target))
+        data["detail"] = self.detail
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,18 +123,18 @@ class AuditReport:
         return {
             "entries": self.entries,
             "counts": counts,
-            "findings": [asdict(f) for f in self.findings],
+            "findings": [f.as_json() for f in self.findings],
         }
 
     def as_table(self) -> str:
-        """Return the report as an aligned text table."""
+        """Return the report as an aligned text table, names escaped."""
         if self.clean:
             return f"no findings in {self.entries} entries"
         kind_width = max(len(f.kind) for f in self.findings)
-        path_width = min(60, max(len(_shown(f.path)) for f in self.findings))
+        path_width = min(60, max(len(f.shown_path) for f in self.findings))
         lines = [f"{'kind':<{kind_width}}  {'path':<{path_width}}  detail"]
         lines += [
-            f"{f.kind:<{kind_width}}  {_shown(f.path):<{path_width}}  {f.detail}"
+            f"{f.kind:<{kind_width}}  {f.shown_path:<{path_width}}  {f.detail}"
             for f in self.findings
         ]
         lines.append(f"{len(self.findings)} findings in {self.entries} entries")
@@ -151,9 +172,9 @@ class _Auditor:
         self.findings: list[Finding] = []
         self.entries = 0
 
-    def add(self, kind: str, path: str, detail: str) -> None:
+    def add(self, kind: str, path: str, detail: str, target: str | None = None) -> None:
         """Record one finding."""
-        self.findings.append(Finding(kind, path, detail))
+        self.findings.append(Finding(kind, path, detail, target))
 
     def audit_folder(self, dir_fd: int, rel_dir: str, depth: int) -> None:
         """Check every entry of one folder, then walk into its subfolders.
@@ -231,19 +252,19 @@ class _Auditor:
         except OSError as exc:
             self.add("unreadable", rel_path, _failed("link not read", exc))
             return
-        arrow = f"-> {_shown(text)}"
+        arrow = f"-> {shown(text)}"
         if text.startswith("/"):
-            self.add("absolute_link", rel_path, arrow)
+            self.add("absolute_link", rel_path, arrow, text)
             return
         if _climbs_out(rel_path, text):
-            self.add("escaping_link", rel_path, arrow)
+            self.add("escaping_link", rel_path, arrow, text)
             return
         if ".." in text.split("/"):
             detail = f"{arrow}; leaves the tree if moved closer to the top"
-            self.add("parent_step_link", rel_path, detail)
-        self._resolve_link(rel_path, arrow)
+            self.add("parent_step_link", rel_path, detail, text)
+        self._resolve_link(rel_path, text, arrow)
 
-    def _resolve_link(self, rel_path: str, arrow: str) -> None:
+    def _resolve_link(self, rel_path: str, text: str, arrow: str) -> None:
         """Resolve the link beneath the tree, as a `within` space would follow it."""
         try:
             fd = open_walk(
@@ -254,7 +275,7 @@ class _Auditor:
             kind, suffix = _LINK_OUTCOMES.get(
                 exc.errno or 0, ("unreadable", f"; {_failed('not resolved', exc)}")
             )
-            self.add(kind, rel_path, arrow + suffix)
+            self.add(kind, rel_path, arrow + suffix, text)
         else:
             os.close(fd)  # It resolves; what it leads to is checked on its own.
 
@@ -318,5 +339,40 @@ def _failed(what: str, exc: OSError) -> str:
     return f"{what}: {exc.strerror or exc}"
 
 
-def _shown(path: str) -> str:
-    return path.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+def shown(name: str) -> str:
+    """Return `name` escaped as the module docstring says: printable, reversible.
+
+    A raw control character would reach the terminal that prints a table (ESC
+    sequences can retitle or rewrite it) and a line break would split a row.
+    """
+    text = os.fsencode(name).decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_shown_char(char) for char in text)
+
+
+def _shown_char(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"  # A byte that is not valid UTF-8.
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _json_name(key: str, name: str) -> dict[str, str]:
+    """Return `{key: name}`, or for a name that is not valid UTF-8 its escaped form
+    under `key` and the exact bytes, base64-encoded, under `key_bytes`.
+
+    JSON strings are Unicode: a lone surrogate for an undecodable byte is not
+    valid JSON text, and readers such as jq replace it with U+FFFD.
+    """
+    raw = os.fsencode(name)
+    try:
+        return {key: raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {key: shown(name), f"{key}_bytes": base64.b64encode(raw).decode()}
