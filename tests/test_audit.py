@@ -97,12 +97,33 @@ def test_the_audit_never_enters_a_linked_folder(tmp_path: Path) -> None:
     assert [(f.kind, f.path) for f in report.findings] == [("absolute_link", "door")]
 
 
-def test_a_symlink_as_the_top_is_refused(tmp_path: Path) -> None:
+def test_a_symlink_as_the_top_is_audited_in_the_folder_it_names(
+    tmp_path: Path,
+) -> None:
+    """The admin named the link: a space whose path is a link serves its folder."""
+    (tmp_path / "outside").mkdir()
+    os.mkfifo(tmp_path / "outside" / "pipe")
     (tmp_path / "real").mkdir()
+    os.mkfifo(tmp_path / "real" / "pipe")
+    os.symlink("../outside", tmp_path / "real" / "door")
     os.symlink("real", tmp_path / "alias")
 
-    with pytest.raises(OSError):
-        audit_tree(tmp_path / "alias")
+    report = audit_tree(tmp_path / "alias")
+
+    # The folder's own FIFO is found; the link inside it is reported, not entered.
+    assert [(f.kind, f.path) for f in report.findings] == [
+        ("escaping_link", "door"),
+        ("fifo", "pipe"),
+    ]
+
+
+def test_a_file_as_the_top_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    os.symlink("file", tmp_path / "alias")
+
+    for top in ("file", "alias"):
+        with pytest.raises(NotADirectoryError):
+            audit_tree(tmp_path / top)
 
 
 def test_folders_past_the_depth_bound_are_reported_not_entered(

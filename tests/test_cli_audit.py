@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import strongroom
-from strongroom.cli import main
+from strongroom.cli import _audit_spaces, main
+from strongroom.config import load_settings
 
 SRC_DIR = Path(strongroom.__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    """`main` installs a log handler on the test's captured stderr; remove it
+    afterwards, or a later test's log lines go to a closed stream."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
 
 
 def test_a_clean_tree_exits_0(
@@ -62,6 +76,19 @@ def test_a_missing_tree_exits_2(
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("strongroom: cannot audit") and err.count("\n") == 1
+
+
+def test_a_symlink_to_a_tree_audits_the_tree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "real").mkdir()
+    os.mkfifo(tmp_path / "real" / "pipe")
+    os.symlink("real", tmp_path / "alias")
+
+    code = main(["audit", str(tmp_path / "alias")])
+
+    assert code == 1
+    assert "fifo  pipe" in capsys.readouterr().out
 
 
 def test_json_keeps_every_name_exact(
@@ -134,3 +161,25 @@ def test_folders_and_entries_that_cannot_be_read_are_findings(tmp_path: Path) ->
         ("unreadable", "listed_only/pipe", "not checked: Permission denied"),
         ("unreadable", "locked", "not entered: Permission denied"),
     ]
+
+
+def test_the_start_up_audit_audits_a_space_whose_path_is_a_symlink(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The space serves the folder its path leads to; that folder is audited."""
+    (tmp_path / "real").mkdir()
+    os.mkfifo(tmp_path / "real" / "pipe\x1b")
+    os.symlink("real", tmp_path / "docs")
+    config = tmp_path / "strongroom.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "state"}"\n'
+        f'[[spaces]]\nname = "docs"\npath = "{tmp_path / "docs"}"\nusers = ["*"]\n'
+    )
+
+    with caplog.at_level(logging.WARNING, logger="strongroom.cli"):
+        _audit_spaces(load_settings(str(config)))
+
+    logged = [(r.getMessage(), getattr(r, "kind", None), getattr(r, "rel_path", None))
+              for r in caplog.records]
+    assert ("space_audit_finding", "fifo", "pipe\\x1b") in logged
+    assert all(event != "space_audit_failed" for event, _, _ in logged), logged

@@ -146,12 +146,13 @@ def audit_tree(
 ) -> AuditReport:
     """Audit the tree at `top`; `owner_uid` defaults to this process's user.
 
-    Raises `OSError` (`NotADirectoryError`, `FileNotFoundError`, or ELOOP for a
-    symlink) when `top` is not a real directory: the audit never follows links.
-    It also raises when `top` cannot be listed.
+    `top` is opened the way a space opens its configured path: links on the way
+    to it, and `top` itself, are followed, so a space whose path is a symlink is
+    audited in the folder it serves. Nothing inside the tree is followed.
+    Raises `OSError` when `top` is missing, not a directory or cannot be listed.
     """
     uid = os.geteuid() if owner_uid is None else owner_uid
-    top_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    top_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         auditor = _Auditor(top_fd, uid)
         auditor.audit_folder(top_fd, "", 0)

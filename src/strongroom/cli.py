@@ -118,8 +118,8 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         return _fail(
             EXIT_CONFIG_ERROR,
-            f"cannot audit {args.path!r}: {exc.strerror}; give a real directory "
-            "(a symlink is not followed)",
+            f"cannot audit {args.path!r}: {exc.strerror or exc}; give a readable "
+            "directory",
         )
     if args.json:
         print(json.dumps(report.as_json(), indent=1))
@@ -154,8 +154,10 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 def _audit_spaces(settings: Settings) -> None:
     """Warn, at start-up, about every finding in every directory space.
 
-    Paths are logged escaped, as the audit's table shows them: a name's control
-    characters must not reach the log's reader.
+    `audit_tree` opens each configured path as the space's `Root` does (links to
+    it followed), so the folder audited is the folder served. Paths are logged
+    escaped, as the audit's table shows them: a name's control characters must
+    not reach the log's reader.
     """
     for space in settings.spaces:
         try:
@@ -585,7 +587,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description=_AUDIT_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    audit.add_argument("path", help="the directory tree to audit")
+    audit.add_argument("path", help="the directory tree to audit (a symlink to "
+                       "it is followed; links inside it never are)")
     audit.add_argument("--json", action="store_true",
                        help="print JSON, not a table: 'path' is the exact name "
                        "when it is valid UTF-8; otherwise it is escaped as in the "
