@@ -337,6 +337,7 @@ def _climbs_out(rel_path: str, text: str) -> bool:
 
 
 def _failed(what: str, exc: OSError) -> str:
+    """Say what was not done and the system's reason, never the host path."""
     return f"{what}: {exc.strerror or exc}"
 
 
@@ -353,6 +354,7 @@ def shown(name: str) -> str:
 
 
 def _shown_char(char: str) -> str:
+    """Escape one character of `shown`; surrogates stand for undecodable bytes."""
     if char == "\\":
         return "\\\\"
     if char.isprintable():
