@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 from pathlib import Path
 
 import pytest
 
-from strongroom.audit import MAX_AUDIT_DEPTH, audit_tree
+from strongroom.audit import MAX_AUDIT_DEPTH, audit_tree, shown
 
 
 def build_hostile_tree(base: Path) -> Path:
@@ -96,12 +97,33 @@ def test_the_audit_never_enters_a_linked_folder(tmp_path: Path) -> None:
     assert [(f.kind, f.path) for f in report.findings] == [("absolute_link", "door")]
 
 
-def test_a_symlink_as_the_top_is_refused(tmp_path: Path) -> None:
+def test_a_symlink_as_the_top_is_audited_in_the_folder_it_names(
+    tmp_path: Path,
+) -> None:
+    """The admin named the link: a space whose path is a link serves its folder."""
+    (tmp_path / "outside").mkdir()
+    os.mkfifo(tmp_path / "outside" / "pipe")
     (tmp_path / "real").mkdir()
+    os.mkfifo(tmp_path / "real" / "pipe")
+    os.symlink("../outside", tmp_path / "real" / "door")
     os.symlink("real", tmp_path / "alias")
 
-    with pytest.raises(OSError):
-        audit_tree(tmp_path / "alias")
+    report = audit_tree(tmp_path / "alias")
+
+    # The folder's own FIFO is found; the link inside it is reported, not entered.
+    assert [(f.kind, f.path) for f in report.findings] == [
+        ("escaping_link", "door"),
+        ("fifo", "pipe"),
+    ]
+
+
+def test_a_file_as_the_top_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    os.symlink("file", tmp_path / "alias")
+
+    for top in ("file", "alias"):
+        with pytest.raises(NotADirectoryError):
+            audit_tree(tmp_path / top)
 
 
 def test_folders_past_the_depth_bound_are_reported_not_entered(
@@ -131,3 +153,119 @@ def test_the_json_form_counts_each_kind(tmp_path: Path) -> None:
 
     assert data["counts"] == {"fifo": 2}
     assert data["entries"] == 2
+
+
+def findings_by_bytes(top: Path) -> list[tuple[str, bytes]]:
+    """The report's (kind, exact path bytes) pairs, in report order."""
+    return [(f.kind, os.fsencode(f.path)) for f in audit_tree(top).findings]
+
+
+def test_links_with_names_the_service_refuses_are_checked_and_reported(
+    tmp_path: Path,
+) -> None:
+    """Control characters or non-UTF-8 bytes in a name never hide an entry."""
+    top = os.fsencode(tmp_path)
+    os.symlink(b"loop\xff", top + b"/loop\xff")
+    os.symlink(b"missing", top + b"/gone\x1b")
+    os.symlink(b"ping\x01", top + b"/pong\x01")
+    os.symlink(b"pong\x01", top + b"/ping\x01")
+    os.symlink(b"/etc/passwd", top + b"/abs\n")
+
+    assert findings_by_bytes(tmp_path) == [
+        ("absolute_link", b"abs\n"),
+        ("dangling_link", b"gone\x1b"),
+        ("link_loop", b"loop\xff"),
+        ("link_loop", b"ping\x01"),
+        ("link_loop", b"pong\x01"),
+        ("unservable_name", b"abs\n"),
+        ("unservable_name", b"gone\x1b"),
+        ("unservable_name", b"loop\xff"),
+        ("unservable_name", b"ping\x01"),
+        ("unservable_name", b"pong\x01"),
+    ]
+
+
+def test_an_odd_name_is_reported_once_and_its_contents_are_still_checked(
+    tmp_path: Path,
+) -> None:
+    top = os.fsencode(tmp_path)
+    os.mkdir(top + b"/d\xfe")
+    os.mkfifo(top + b"/d\xfe/pipe")
+    os.symlink(b"../../escape", top + b"/d\xfe/leak")
+    os.symlink(b"gone", top + b"/d\xfe/dangling")
+
+    assert findings_by_bytes(tmp_path) == [
+        ("escaping_link", b"d\xfe/leak"),
+        ("dangling_link", b"d\xfe/dangling"),
+        ("fifo", b"d\xfe/pipe"),
+        ("unservable_name", b"d\xfe"),
+    ]
+
+
+def test_the_service_s_own_staging_names_are_not_findings(tmp_path: Path) -> None:
+    (tmp_path / ".~sr-0123456789abcdef01234567").write_text("upload in flight")
+
+    assert audit_tree(tmp_path).clean
+
+
+def test_a_wide_tree_is_walked_whole_with_few_descriptors(tmp_path: Path) -> None:
+    """Folders are entered one at a time: the walk never runs out of descriptors."""
+    for n in range(200):
+        os.mkdir(tmp_path / f"d{n:03}")
+        os.mkfifo(tmp_path / f"d{n:03}" / "pipe")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 50, hard))
+    try:
+        report = audit_tree(tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert [f.kind for f in report.findings] == ["fifo"] * 200
+
+
+def test_the_table_escapes_every_character_that_is_not_printable(
+    tmp_path: Path,
+) -> None:
+    top = os.fsencode(tmp_path)
+    os.symlink(b"\x1b]0;title\x07", top + b"/ctrl_link")
+    for name in (b"a\nb", "rtl\u202eexe".encode(), b"c\xc2\x85", b"d\x85",
+                 b"back\\x1b", b"bell\x07", b"del\x7f", b"z\xf0\x9f\x98\x80"):
+        os.mkfifo(top + b"/" + name)
+
+    lines = audit_tree(tmp_path).as_table().split("\n")
+
+    paths = [line.split()[1] for line in lines[1:-1] if line.startswith("fifo")]
+    assert paths == [
+        "a\\x0ab", "back\\\\x1b", "bell\\x07", "c\\u0085", "del\\x7f",
+        "d\\x85", "rtl\\u202eexe", "z\U0001f600",
+    ]
+    assert "-> \\x1b]0;title\\x07" in lines[1]
+    assert all(char.isprintable() for line in lines for char in line)
+
+
+def test_shown_names_can_be_turned_back_into_the_exact_bytes() -> None:
+    names = [b"plain", b"back\\slash", b"\\x41", b"\x1b\\x1b", b"\xff\\xff",
+             "\u202e\u200b\u2028\xa0\x85".encode(), b"\xf4\x8f\xbf\xbf"]
+
+    for name in names:
+        assert unescape(shown(os.fsdecode(name))) == name
+
+
+def unescape(text: str) -> bytes:
+    """Undo `shown`, as a reader of the table would (the documented scheme)."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] != "\\":
+            out += text[i].encode()
+            i += 1
+        elif text[i + 1] == "\\":
+            out += b"\\"
+            i += 2
+        else:
+            width = {"x": 2, "u": 4, "U": 8}[text[i + 1]]
+            code = int(text[i + 2 : i + 2 + width], 16)
+            out += bytes([code]) if text[i + 1] == "x" else chr(code).encode()
+            i += 2 + width
+    return bytes(out)

@@ -134,8 +134,8 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         return _fail(
             EXIT_CONFIG_ERROR,
-            f"cannot audit {args.path!r}: {exc.strerror}; give a real directory "
-            "(a symlink is not followed)",
+            f"cannot audit {args.path!r}: {exc.strerror or exc}; give a readable "
+            "directory",
         )
     if args.json:
         print(json.dumps(report.as_json(), indent=1))
@@ -168,7 +168,13 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit_spaces(settings: Settings) -> None:
-    """Warn, at start-up, about every finding in every directory space."""
+    """Warn, at start-up, about every finding in every directory space.
+
+    `audit_tree` opens each configured path as the space's `Root` does (links to
+    it followed), so the folder audited is the folder served. Paths are logged
+    escaped, as the audit's table shows them: a name's control characters must
+    not reach the log's reader.
+    """
     for space in settings.spaces:
         try:
             report = audit_tree(space.path)
@@ -180,7 +186,7 @@ def _audit_spaces(settings: Settings) -> None:
             log.warning(
                 "space_audit_finding",
                 extra={"space": space.name, "kind": finding.kind,
-                       "rel_path": finding.path, "detail": finding.detail},
+                       "rel_path": finding.shown_path, "detail": finding.detail},
             )
         if len(report.findings) > MAX_LOGGED_FINDINGS:
             log.warning(
@@ -578,6 +584,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
 
 
+_AUDIT_DESCRIPTION = r"""Walk a directory tree without following links and report
+what a file service must not trust: links that leave the tree, absolute, dangling
+and looping links, hard-linked files, FIFOs, sockets, devices, world-writable
+folders, entries of another owner, names the service refuses (unservable_name)
+and entries that could not be read (unreadable). Exit code 0: clean,
+1: findings, 2: the tree itself cannot be read.
+
+The table escapes names and link texts: \\ is a backslash, \xNN an ASCII
+control character or a byte that is not valid UTF-8, \uNNNN or \UNNNNNNNN any
+other character that is not printable (such as U+202E); all else is shown as is.
+"""
+
+
 def _build_parser() -> argparse.ArgumentParser:
     # --config is accepted before or after the command; the later one wins.
     config = _Parser(add_help=False)
@@ -655,9 +674,16 @@ def _build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser(
         "audit", parents=[config],
         help="report links, hard links, FIFOs, devices and loose permissions in a tree",
+        description=_AUDIT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    audit.add_argument("path", help="the directory tree to audit")
-    audit.add_argument("--json", action="store_true", help="print JSON, not a table")
+    audit.add_argument("path", help="the directory tree to audit (a symlink to "
+                       "it is followed; links inside it never are)")
+    audit.add_argument("--json", action="store_true",
+                       help="print JSON, not a table: 'path' is the exact name "
+                       "when it is valid UTF-8; otherwise it is escaped as in the "
+                       "table and 'path_bytes' holds the exact bytes in base64 "
+                       "(likewise 'target' and 'target_bytes' for a link's text)")
     audit.set_defaults(command=_audit)
 
     check = commands.add_parser(
