@@ -193,7 +193,8 @@ def test_a_read_is_conditional_too(server: LiveServer, space: str) -> None:
     stale = server.request("GET", url, headers={"If-Match": old_tag})
     head = server.request("HEAD", url, headers={"If-Match": old_tag})
     old_date = server.request("GET", url, headers={"If-Unmodified-Since": before})
-    current = server.request("GET", url, headers={"If-Match": tag, "Range": "bytes=0-6"})
+    current = server.request("GET", url,
+                             headers={"If-Match": tag, "Range": "bytes=0-6"})
     unreadable = server.request("GET", url, headers={"If-Unmodified-Since": "soon"})
 
     assert_refused(stale.status, stale.body, 412, "precondition_failed")
