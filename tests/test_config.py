@@ -126,14 +126,6 @@ def test_config_argument_wins_over_strongroom_config(
     assert load_settings(str(from_flag)).port == 9002
 
 
-def test_spaces_come_only_from_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("STRONGROOM_SPACES", '[{"name": "x"}]')
-
-    assert load_settings(None).spaces == ()
-
-
 def test_variables_are_not_read_at_import() -> None:
     bad_env = {**os.environ, "STRONGROOM_PORT": "not a port"}
 
@@ -490,3 +482,14 @@ def test_a_pattern_in_a_message_keeps_its_case(tmp_path: Path) -> None:
     message = config_error('offload_prefix = "/bad prefix"', tmp_path)
 
     assert "A-Za-z0-9" in message
+
+
+def test_spaces_from_a_variable_are_refused_not_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Spaces come only from the file; a variable that looks like it sets them
+    # must not leave an admin believing it did.
+    monkeypatch.setenv("STRONGROOM_SPACES", '[{"name": "x"}]')
+
+    with pytest.raises(ConfigError, match="only as \\[\\[spaces\\]\\] tables"):
+        load_settings(None)

@@ -116,6 +116,7 @@ __all__ = [
 ]
 
 CONFIG_ENV_VAR = "STRONGROOM_CONFIG"
+SPACES_ENV_VAR = "STRONGROOM_SPACES"
 # Far above any real config file (a few KiB even with hundreds of spaces).
 MAX_CONFIG_FILE_BYTES = 1 << 20
 HOME_SPACE_NAME = "home"
@@ -406,6 +407,13 @@ def load_settings(
         ConfigError: the file is missing, unreadable or not TOML, a key is unknown,
             or a value is not accepted; the message names key, value and range.
     """
+    if SPACES_ENV_VAR in os.environ:
+        # Every other key may come from a variable; a silently ignored one
+        # would leave an admin believing a space is configured.
+        raise ConfigError(
+            f"{SPACES_ENV_VAR} is not read: spaces are set only as [[spaces]] "
+            "tables in the config file; unset it"
+        )
     chosen = config_file or os.environ.get(CONFIG_ENV_VAR) or None
     file_values = _read_config_file(Path(chosen)) if chosen else {}
 
