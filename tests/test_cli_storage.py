@@ -15,6 +15,7 @@ from s3_server import S3Server
 from strongroom.cli import main
 from strongroom.config import load_settings
 from strongroom.storage import open_metadata_store
+from strongroom.storage.blob_copy import copy_blobs
 from strongroom.storage.blobs import LocalBlobStore
 from strongroom.storage.s3blobs import PART_BYTES
 
@@ -131,22 +132,31 @@ def test_a_corrupted_source_blob_is_reported_and_not_copied(
     assert "copied 2 blobs" in out and "1 failed" in out
     copied = s3_blobs(s3_client, s3_bucket, "")
     assert bad not in copied and len(copied) == 2
+    assert service.local_path(bad).read_bytes() == b"ALPHA"  # the source is kept
 
 
-def test_a_wrong_copy_in_the_target_is_replaced(
-    service: Service, s3_bucket: str, s3_client: Any
+def test_a_different_blob_in_the_target_is_reported_and_kept(
+    service: Service, s3_bucket: str, s3_client: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A copy cut short (or damaged) by an earlier run is found and copied again."""
+    """A blob already in the target under an id (a copy cut short, or the only
+    copy of something) is never deleted: the admin decides."""
     big = next(b for b, data in service.files.items() if len(data) == BIG_BYTES)
     alpha = next(b for b, data in service.files.items() if data == b"alpha")
-    for blob_id, data in ((big, b"cut short"), (alpha, b"ALPHA")):
+    planted = {big: b"cut short", alpha: b"ALPHA"}
+    for blob_id, data in planted.items():
         key = f"{blob_id[:2]}/{blob_id[2:4]}/{blob_id}"
         s3_client.put_object(Bucket=s3_bucket, Key=key, Body=data)
 
     code = service.migrate("", f"s3://{s3_bucket}")
 
-    assert code == 0
-    assert s3_blobs(s3_client, s3_bucket, "") == service.files
+    assert code == 1
+    out = capsys.readouterr().out
+    for blob_id in planted:
+        assert f"failed  {blob_id}  the target already holds a different blob" in out
+    in_target = s3_blobs(s3_client, s3_bucket, "")
+    assert {b: in_target[b] for b in planted} == planted
+    assert len(in_target) == 3
 
 
 def test_without_hashes_a_same_size_copy_is_trusted(
@@ -186,6 +196,82 @@ def test_a_row_whose_blob_is_missing_is_a_failure(
 
     assert code == 1
     assert f"failed  {gone}" in capsys.readouterr().out
+
+
+def damage_two_blobs(service: Service) -> dict[Path, bytes]:
+    """Truncate one blob and change a byte of another; return what is on disk."""
+    big = next(b for b, data in service.files.items() if len(data) == BIG_BYTES)
+    alpha = next(b for b, data in service.files.items() if data == b"alpha")
+    service.local_path(big).write_bytes(service.files[big][:100])
+    service.local_path(alpha).write_bytes(b"alphA")
+    return {service.local_path(b): service.local_path(b).read_bytes()
+            for b in service.files}
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["{blobs}/", "{top}/data/./blobs", "{top}/link"],
+    ids=["trailing-slash", "dot", "symlink"],
+)
+def test_the_same_folder_spelled_differently_is_refused_and_kept(
+    service: Service, spelling: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (service.top / "link").symlink_to(service.blob_dir)
+    on_disk = damage_two_blobs(service)
+    target = spelling.format(blobs=service.blob_dir, top=service.top)
+
+    code = service.migrate("", f"file://{target}")
+
+    assert code == 1
+    out, err = capsys.readouterr()
+    assert "lead to the same store; nothing was copied" in err and out == ""
+    assert {path: path.read_bytes() for path in on_disk} == on_disk
+
+
+def test_a_copy_onto_the_source_itself_deletes_nothing(service: Service) -> None:
+    """Past the same-store refusal, the copy itself never deletes: a blob the
+    target already holds, even damaged, is reported and left as it is."""
+    on_disk = damage_two_blobs(service)
+    meta = open_metadata_store(service.settings.database_url)
+    source = LocalBlobStore.open_dir(service.blob_dir, create=False)
+    target = LocalBlobStore.open_dir(service.blob_dir, create=False)
+    try:
+        report = copy_blobs(meta, source, target)
+    finally:
+        for opened in (target, source, meta):
+            opened.close()
+
+    assert {path: path.read_bytes() for path in on_disk} == on_disk
+    assert len(report.failures) == 2 and report.copied == 0
+    assert all("already holds a different blob" in f.reason for f in report.failures)
+
+
+def test_the_same_bucket_spelled_differently_is_refused(
+    service: Service, s3_bucket: str, s3_client: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service.migrate("", f"s3://{s3_bucket}/blobs")
+    before = s3_blobs(s3_client, s3_bucket, "blobs/")
+
+    code = service.migrate(f"s3://{s3_bucket}/blobs", f"s3://{s3_bucket}/blobs/")
+
+    assert code == 1
+    assert "lead to the same store" in capsys.readouterr().err
+    assert s3_blobs(s3_client, s3_bucket, "blobs/") == before == service.files
+
+
+def test_a_missing_source_folder_is_refused_and_not_created(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = service.top / "nonexistent" / "xx"
+    target = service.top / "target"
+
+    code = service.migrate(f"file://{missing}", f"file://{target}")
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and err.count("\n") == 1
+    assert not (service.top / "nonexistent").exists() and not target.exists()
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,8 @@ def _loaded_after_default_use(tmp_path: Path) -> dict[str, object]:
     data_dir = tmp_path / "state"
     config = tmp_path / "strongroom.toml"
     config.write_text(f'data_dir = "{data_dir}"\n')
+    # As a service that ran once leaves it: `check` refuses a missing blob folder.
+    (data_dir / "blobs").mkdir(parents=True)
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, str(config), str(data_dir), *OPTIONAL],
         capture_output=True, text=True, timeout=120, check=False,

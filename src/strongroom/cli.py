@@ -52,7 +52,7 @@ from strongroom.errors import (
 from strongroom.logging import configure_logging
 from strongroom.storage import MetadataStore, Role, User, open_metadata_store
 from strongroom.storage.blob_stores import local_blob_dir, open_blob_store
-from strongroom.storage.check import check_stores
+from strongroom.storage.check import CheckReport, check_stores
 from strongroom.storage.migrate import (
     SchemaVersionError,
     current_revision,
@@ -145,26 +145,59 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
-    """Compare rows with blobs: exit 0 when they agree, 1 with findings."""
+    """Compare rows with blobs: exit 0 when they agree, 1 with findings.
+
+    Exit 2 when the store cannot be read (a missing local folder is refused,
+    never created) or a repair is refused because the store looks wrong.
+    """
+    if args.force and not args.repair:
+        return _fail(EXIT_USER_ERROR, "--force only applies to --repair")
     store = _open_store(settings)
-    blobs = open_blob_store(settings)
     try:
-        report = check_stores(
-            store, blobs, verify_hashes=not args.no_hashes, repair=args.repair
+        report = _check_with(store, settings, args)
+    except StorageError as exc:
+        return _fail(EXIT_CONFIG_ERROR, f"the blob store cannot be checked: {exc}")
+    finally:
+        store.close()
+    _print_check(report, as_json=args.json)
+    if report.refused is not None:
+        return _fail(
+            EXIT_CONFIG_ERROR,
+            f"repair refused, nothing was changed: {report.refused}; check "
+            "blob_store_url (and data_dir); if the store really is in this "
+            "state, run `strongroom check --repair --force`",
+        )
+    return EXIT_OK if report.clean else EXIT_USER_ERROR
+
+
+def _check_with(
+    store: MetadataStore, settings: Settings, args: argparse.Namespace
+) -> CheckReport:
+    # The store must exist already, and opening it changes nothing in it.
+    blobs = open_blob_store(settings, create=False, sweep=False)
+    try:
+        return check_stores(
+            store, blobs, verify_hashes=not args.no_hashes, repair=args.repair,
+            force=args.force,
         )
     finally:
         blobs.close()
-        store.close()
-    if args.json:
+
+
+def _print_check(report: CheckReport, *, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(report.as_json(), indent=1))
-    else:
-        for finding in report.findings:
-            print(f"{finding.kind:<14} {finding.blob_id}  {finding.detail}")
-        print(f"{len(report.findings)} findings; {report.rows} rows, "
-              f"{report.blobs} blobs; {len(report.removed)} orphans removed, "
-              f"{len(report.marked)} rows marked damaged, "
-              f"{len(report.cleared)} marks cleared")
-    return EXIT_OK if report.clean else EXIT_USER_ERROR
+        return
+    for finding in report.findings:
+        print(f"{finding.kind:<14} {finding.blob_id}  {finding.detail}")
+    print(f"{len(report.findings)} findings; {report.rows} rows, "
+          f"{report.blobs} blobs; {len(report.removed)} orphans removed, "
+          f"{len(report.marked)} rows marked damaged, "
+          f"{len(report.cleared)} marks cleared")
+    if report.damaged:
+        print(f"{report.damaged} files are marked damaged and answer 410: restore "
+              "their blobs and run `strongroom check --repair` to clear the marks, "
+              "or upload the files again")
 
 
 def _audit_spaces(settings: Settings) -> None:
@@ -693,6 +726,9 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--repair", action="store_true",
                        help="delete orphan blobs older than an hour and mark "
                        "rows whose blob is missing or differs (refused with 410)")
+    check.add_argument("--force", action="store_true",
+                       help="repair even when the store looks wrong as a whole "
+                       "(most rows without a blob, or most blobs without a row)")
     check.add_argument("--no-hashes", action="store_true",
                        help="compare sizes only (faster: no blob is read)")
     check.add_argument("--json", action="store_true", help="print JSON")

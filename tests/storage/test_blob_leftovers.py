@@ -30,6 +30,15 @@ def test_opening_the_store_removes_staging_files_older_than_the_limit(
     assert not stale.exists()
 
 
+def test_a_store_opened_without_sweep_changes_nothing(tmp_path: Path) -> None:
+    """What `check` and a migration's source do: only look."""
+    stale = plant_staging(tmp_path, STALE_STAGING_SECONDS + 60)
+
+    LocalBlobStore.open_dir(tmp_path, create=False, sweep=False).close()
+
+    assert stale.exists()
+
+
 def test_a_recent_staging_file_of_a_live_writer_is_kept(tmp_path: Path) -> None:
     fresh = plant_staging(tmp_path, 5)
 

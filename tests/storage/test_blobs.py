@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.errors import LimitExceededError, PathNotFoundError, StorageError
+from strongroom.errors import (
+    ConfigError,
+    LimitExceededError,
+    PathNotFoundError,
+    StorageError,
+)
 from strongroom.storage.blobs import BlobStore, LocalBlobStore, new_blob_id
 
 
@@ -181,6 +187,78 @@ def test_a_symlinked_shard_is_refused_not_followed(
         blobs.delete_blob(blob_id)
 
     assert (outside / "cd" / blob_id).read_bytes() == b"OUTSIDE-SECRET"
+
+
+def blob_file(blob_dir: Path, blob_id: str) -> Path:
+    return blob_dir / blob_id[:2] / blob_id[2:4] / blob_id
+
+
+def test_a_blob_with_a_second_hard_link_is_served(
+    blobs: LocalBlobStore, blob_dir: Path, tmp_path: Path
+) -> None:
+    """A hard-link backup (cp -al, rsnapshot) gives every blob a second link."""
+    info = blobs.write_blob([b"backed up"])
+    snapshot = tmp_path / "snap"
+    shutil.copytree(blob_dir, snapshot, copy_function=os.link)
+    assert blob_file(blob_dir, info.blob_id).stat().st_nlink == 2
+
+    with blobs.open_blob(info.blob_id) as handle:
+        assert handle.read() == b"backed up"
+    assert [b for b, _, _ in blobs.blob_ids()] == [info.blob_id]
+
+
+def test_a_symlink_or_fifo_in_place_of_a_blob_is_still_refused(
+    blobs: LocalBlobStore, blob_dir: Path, tmp_path: Path
+) -> None:
+    linked, fifo = blobs.write_blob([b"a"]).blob_id, blobs.write_blob([b"b"]).blob_id
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"OUTSIDE-SECRET")
+    blob_file(blob_dir, linked).unlink()
+    blob_file(blob_dir, linked).symlink_to(outside)
+    blob_file(blob_dir, fifo).unlink()
+    os.mkfifo(blob_file(blob_dir, fifo))
+
+    for blob_id in (linked, fifo):
+        with pytest.raises(StorageError, match="cannot be read"):
+            blobs.open_blob(blob_id)
+    assert list(blobs.blob_ids()) == []
+
+
+def test_open_dir_without_create_refuses_a_missing_folder_and_makes_none(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "data" / "blob"
+
+    with pytest.raises(ConfigError, match="does not exist and was not created"):
+        LocalBlobStore.open_dir(missing, create=False)
+
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_blob_named_file_in_the_wrong_shard_is_a_stray_not_a_blob(
+    blobs: LocalBlobStore, blob_dir: Path
+) -> None:
+    stray_id = "1234" + "5" * 28
+    (blob_dir / "aa" / "bb").mkdir(parents=True)
+    (blob_dir / "aa" / "bb" / stray_id).write_bytes(b"misplaced")
+
+    assert list(blobs.blob_ids()) == []
+    assert list(blobs.stray_files()) == [(stray_id, f"aa/bb/{stray_id}")]
+
+
+def test_identity_is_the_folder_however_it_is_reached(
+    blobs: LocalBlobStore, blob_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "link").symlink_to(blob_dir)
+    other = LocalBlobStore.open_dir(tmp_path / "other")
+    spellings = [f"{blob_dir}/", str(tmp_path / "link"), f"{tmp_path}/data/./blobs"]
+    same = [LocalBlobStore.open_dir(path, create=False) for path in spellings]
+    try:
+        assert {store.identity() for store in same} == {blobs.identity()}
+        assert other.identity() != blobs.identity()
+    finally:
+        for store in (*same, other):
+            store.close()
 
 
 def test_concurrent_writers_share_shard_folders(blobs: LocalBlobStore) -> None:

@@ -176,3 +176,124 @@ def test_a_restored_blob_clears_its_mark_but_a_sizes_only_check_keeps_hash_marks
     assert sizes_only.cleared == (ids["resized"],)
     assert full.cleared == (ids["altered"],)
     assert meta.damaged_blob_ids() == {ids["missing"]: "missing_blob"}
+
+
+def three_files(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> dict[str, str]:
+    """alice's three sound files, by name."""
+    meta, blobs, _ = stores
+    owner = meta.add_user("alice", "x").id
+    return {name: store_file(meta, blobs, owner, name, name.encode())
+            for name in ("a.txt", "b.txt", "c.txt")}
+
+
+def test_repair_against_an_empty_store_is_refused_and_changes_nothing(
+    stores: tuple[MetadataStore, LocalBlobStore, Path], tmp_path: Path
+) -> None:
+    """A mistyped store URL: an empty folder where every blob seems missing."""
+    meta, _, _ = stores
+    three_files(stores)
+    wrong = LocalBlobStore.open_dir(tmp_path / "blob")
+
+    report = check_stores(meta, wrong, repair=True)
+    wrong.close()
+
+    assert report.refused == (
+        "3 of 3 rows have no blob in the store, which holds 0 blobs")
+    assert report.marked == () and meta.damaged_blob_ids() == {}
+    assert [f.kind for f in report.findings] == ["missing_blob"] * 3
+
+
+def test_repair_is_refused_when_most_rows_have_no_blob(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> None:
+    meta, blobs, base = stores
+    ids = three_files(stores)
+    for name in ("a.txt", "b.txt"):
+        blob_path(base, ids[name]).unlink()
+
+    refused = check_stores(meta, blobs, repair=True)
+    forced = check_stores(meta, blobs, repair=True, force=True)
+
+    assert refused.refused is not None and refused.marked == ()
+    assert forced.refused is None
+    assert sorted(forced.marked) == sorted([ids["a.txt"], ids["b.txt"]])
+
+
+def test_repair_refuses_to_remove_most_of_a_store_as_orphans(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> None:
+    """Another service's store (or a fresh database): nearly every blob unknown."""
+    meta, blobs, base = stores
+    three_files(stores)
+    others = [blobs.write_blob([b"not ours %d" % i]).blob_id for i in range(4)]
+    for blob_id in others:
+        age(blob_path(base, blob_id), ORPHAN_GRACE_SECONDS + 60)
+
+    report = check_stores(meta, blobs, repair=True)
+
+    assert report.refused == (
+        "4 of the store's 7 blobs have no row and would be removed as orphans")
+    assert report.removed == ()
+    assert all(blob_path(base, blob_id).exists() for blob_id in others)
+
+
+def test_a_mark_whose_blob_is_sound_is_a_finding_until_repair_clears_it(
+    stores: tuple[MetadataStore, LocalBlobStore, Path], tmp_path: Path
+) -> None:
+    """A forced repair against the wrong store marked every row; a check of the
+    right store must not then call it clean while downloads answer 410."""
+    meta, blobs, _ = stores
+    ids = three_files(stores)
+    wrong = LocalBlobStore.open_dir(tmp_path / "blob")
+    check_stores(meta, wrong, repair=True, force=True)
+    wrong.close()
+
+    plain = check_stores(meta, blobs)
+    repaired = check_stores(meta, blobs, repair=True)
+    after = check_stores(meta, blobs)
+
+    assert sorted((f.kind, f.blob_id) for f in plain.findings) == sorted(
+        ("marked_damaged", blob_id) for blob_id in ids.values())
+    assert "`strongroom check --repair` clears the mark" in plain.findings[0].detail
+    assert plain.damaged == 3 and not plain.clean
+    assert sorted(repaired.cleared) == sorted(ids.values())
+    assert after.clean and after.damaged == 0
+
+
+def test_a_sizes_only_check_still_reports_a_hash_mark(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> None:
+    _, ids = damaged_home(stores)
+    meta, blobs, base = stores
+    check_stores(meta, blobs, repair=True)
+    blob_path(base, ids["altered"]).write_bytes(b"abcde")
+
+    report = check_stores(meta, blobs, verify_hashes=False)
+
+    stale = [f for f in report.findings if f.kind == "marked_damaged"]
+    assert [f.blob_id for f in stale] == [ids["altered"]]
+    assert "a check with hashes" in stale[0].detail
+
+
+def test_a_stray_file_is_reported_and_never_claimed_removed(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> None:
+    meta, blobs, base = stores
+    three_files(stores)
+    stray_id = "1234" + "5" * 28
+    stray = base / "aa" / "bb" / stray_id
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"misplaced")
+    age(stray, ORPHAN_GRACE_SECONDS * 10)
+
+    first = check_stores(meta, blobs, repair=True)
+    second = check_stores(meta, blobs, repair=True)
+
+    for report in (first, second):
+        assert report.removed == ()
+        assert [(f.kind, f.blob_id) for f in report.findings] == [
+            ("stray_file", stray_id)]
+        assert f"aa/bb/{stray_id}" in report.findings[0].detail
+    assert stray.read_bytes() == b"misplaced"

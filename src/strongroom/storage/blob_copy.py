@@ -2,13 +2,18 @@
 
 What `strongroom storage migrate` does. Every blob a row refers to (and, with
 `all_blobs`, every other blob of the source) is streamed to the target under the
-same id, one chunk at a time, and the SHA-256 computed while it is written must
-equal the row's: a copy that differs is deleted again and reported, never kept.
+same id, one chunk at a time, and the size and SHA-256 of what was read must
+equal the row's before the copy is committed: a copy that differs is abandoned
+(it never appears in the target) and reported.
 
-A run is idempotent and can be stopped at any point: a blob the target already
-holds at the row's size and hash is skipped (with `verify_existing`, read back
-to check the hash; without, the size is enough), and a partial or wrong copy
-left by an earlier run is deleted and copied again. Rows are read once at the
+Nothing is ever deleted, in either store. The source is only read. In the
+target a blob appears only by an exclusive write (one that never replaces an
+existing blob), and a blob the target already holds is never touched: one at
+the row's size and hash is skipped (with `verify_existing`, read back to check
+the hash; without, the size is enough), and one that differs is reported, for
+the admin to look at, since it may be the only copy of something.
+
+A run is idempotent and can be stopped at any point. Rows are read once at the
 start, so files uploaded during a run wait for the next one: copy while the
 service runs, then stop it, run once more (it copies only what is new) and
 switch `blob_store_url`.
@@ -113,33 +118,47 @@ def _copy_one(
 ) -> BlobInfo | None:
     """Copy one blob, or return None when the target already holds it."""
     try:
-        if present_size is not None:
-            if present_size == size and (
-                sha256 is None
-                or not verify_existing
-                or _hash_of(target, blob_id) == sha256
-            ):
-                return None
-            # A copy cut short by an earlier run, or one that differs.
-            target.delete_blob(blob_id)
-        stored = _stream(source, target, blob_id)
-        if stored.size != size or (sha256 is not None and stored.sha256 != sha256):
-            target.delete_blob(blob_id)
-            raise _CopyFailedError(_mismatch(stored, size, sha256))
+        if present_size is None:
+            return _stream(source, target, blob_id, size, sha256)
+        if present_size == size and (
+            sha256 is None or not verify_existing or _hash_of(target, blob_id) == sha256
+        ):
+            return None
     except StrongroomError as exc:
         raise _CopyFailedError(str(exc)) from exc
-    return stored
+    # Left alone: it may be a copy cut short, or the only copy of something.
+    raise _CopyFailedError(
+        f"the target already holds a different blob under this id ({present_size} "
+        "bytes); it was left as it is: look at it, remove it by hand if it is a "
+        "broken copy, and run again"
+    )
 
 
-def _stream(source: BlobStore, target: BlobStore, blob_id: str) -> BlobInfo:
-    # durable=False: the run syncs the target once at its end (a crash before
-    # that is caught by the next run's size and hash checks).
+def _stream(
+    source: BlobStore, target: BlobStore, blob_id: str, size: int, sha256: str | None
+) -> BlobInfo:
+    """Copy a blob chunk by chunk; commit it only if it matches its row.
+
+    The bytes are measured and hashed as they are read, so a source blob that
+    differs from its row is abandoned before its copy exists in the target:
+    nothing has to be deleted afterwards.
+    """
+    digest = hashlib.sha256()
+    copied = 0
+    # durable=False: the run syncs the target once at its end (a copy that a
+    # crash before then left short is reported by the next run's checks).
     with (
         source.open_blob(blob_id) as reader,
         target.create_blob_with_id(blob_id, durable=False) as writer,
     ):
         while chunk := reader.read(COPY_CHUNK_BYTES):
+            digest.update(chunk)
+            copied += len(chunk)
             writer.write(chunk)
+        found = digest.hexdigest()
+        if copied != size or (sha256 is not None and found != sha256):
+            # Leaving the block without commit aborts the writer.
+            raise _CopyFailedError(_mismatch(copied, found, size, sha256))
         return writer.commit()
 
 
@@ -151,9 +170,9 @@ def _hash_of(store: BlobStore, blob_id: str) -> str:
     return digest.hexdigest()
 
 
-def _mismatch(stored: BlobInfo, size: int, sha256: str | None) -> str:
-    if stored.size != size:
-        found = f"has {stored.size} bytes, its row says {size}"
+def _mismatch(copied: int, found: str, size: int, sha256: str | None) -> str:
+    if copied != size:
+        differs = f"has {copied} bytes, its row says {size}"
     else:
-        found = f"has sha256 {stored.sha256}, its row says {sha256}"
-    return f"the source blob {found}; the copy was deleted"
+        differs = f"has sha256 {found}, its row says {sha256}"
+    return f"the source blob {differs}; nothing was copied"

@@ -16,10 +16,14 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from strongroom.config import BLOB_STORE_URL_PATTERN, Settings
 from strongroom.errors import ConfigError, StoreUnavailableError, StrongroomError
 from strongroom.storage.blobs import BLOBS_DIR_NAME, BlobStore, LocalBlobStore
+
+if TYPE_CHECKING:
+    from strongroom.storage.s3blobs import S3BlobStore
 
 __all__ = ["is_blob_store_url", "local_blob_dir", "open_blob_store"]
 
@@ -29,17 +33,30 @@ _FILE_SCHEME = "file://"
 _S3_SCHEME = "s3://"
 
 
-def open_blob_store(settings: Settings, url: str | None = None) -> BlobStore:
+def open_blob_store(
+    settings: Settings,
+    url: str | None = None,
+    *,
+    create: bool = True,
+    sweep: bool = True,
+) -> BlobStore:
     """Open the store at `url` (default: `settings.blob_store_url`).
 
-    Like a local store opened on start-up, an S3 store is cleaned of the
-    crash leftovers of dead writers (old unfinished uploads) on open, which is
-    also its first request: a store that refuses us (a wrong bucket or key)
-    fails here, not mid-upload. One that cannot be reached at all is only
-    logged: the instance starts and is not ready until the store is back.
+    The service opens its store with the defaults: a missing local folder is
+    created, and crash leftovers of dead writers (staging files, old
+    unfinished S3 uploads) are cleaned up. That cleanup is also an S3 store's
+    first request: a store that refuses us (a wrong bucket or key) fails here,
+    not mid-upload, while one that cannot be reached at all is only logged, so
+    the instance starts and is not ready until the store is back.
+
+    A command that inspects a store (`check`, the source of a migration)
+    passes `create=False` and `sweep=False`: a missing local folder is then
+    refused rather than made, nothing in the store changes on open, and an S3
+    store is probed once so that an unreachable one fails here.
 
     Raises:
-        ConfigError: the URL is malformed, or S3 credentials are missing.
+        ConfigError: the URL is malformed, S3 credentials are missing, or (with
+            `create=False`) the local folder does not exist.
         StorageError: the store cannot be reached or listed.
     """
     url = settings.blob_store_url if url is None else url
@@ -48,13 +65,10 @@ def open_blob_store(settings: Settings, url: str | None = None) -> BlobStore:
             f"blob store URL {url[:200]!r} is not accepted; use \"\" "
             "(data_dir/blobs), file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX]"
         )
-    if url == "":
+    folder = _local_folder(settings, url)
+    if folder is not None:
         return LocalBlobStore.open_dir(
-            settings.data_dir / BLOBS_DIR_NAME, resolver=settings.resolver
-        )
-    if url.startswith(_FILE_SCHEME):
-        return LocalBlobStore.open_dir(
-            url.removeprefix(_FILE_SCHEME), resolver=settings.resolver
+            folder, resolver=settings.resolver, create=create, sweep=sweep
         )
     # boto3 costs about 26 MB of memory and 0.2 s of start-up; a process that
     # never opens a bucket (the default, and most CLI commands) never loads it.
@@ -71,16 +85,25 @@ def open_blob_store(settings: Settings, url: str | None = None) -> BlobStore:
         addressing_style=settings.s3_addressing_style,
     )
     try:
+        _first_request(store, sweep)
+    except StrongroomError:
+        store.close()
+        raise
+    return store
+
+
+def _first_request(store: S3BlobStore, sweep: bool) -> None:
+    """Sweep the store's crash leftovers, or without `sweep` just probe it."""
+    if not sweep:
+        store.check()
+        return
+    try:
         store.remove_crash_leftovers()
     except StoreUnavailableError as exc:
         # The store is away, not misconfigured: start anyway, so that directory
         # spaces and logins work and /readyz says what is missing; home
         # requests answer 503 until the store is back.
         log.warning("blob_store_unreachable", extra={"reason": str(exc)})
-    except StrongroomError:
-        store.close()
-        raise
-    return store
 
 
 def local_blob_dir(settings: Settings) -> Path | None:
@@ -88,7 +111,11 @@ def local_blob_dir(settings: Settings) -> Path | None:
 
     For a front server that sends blobs itself (offload): it is told this folder.
     """
-    url = settings.blob_store_url
+    return _local_folder(settings, settings.blob_store_url)
+
+
+def _local_folder(settings: Settings, url: str) -> Path | None:
+    # The folder a local store URL names; None for a bucket.
     if url == "":
         return settings.data_dir / BLOBS_DIR_NAME
     if url.startswith(_FILE_SCHEME):

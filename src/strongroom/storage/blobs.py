@@ -7,8 +7,11 @@ keeps every directory small: 65,536 shard folders hold millions of blobs with a
 few dozen entries each.
 
 Blobs are reached only through a `strongroom.confine.Root` opened on the blob
-directory, with symlinks and hard links refused, so a blob id that somehow holds
-a path can still not leave that directory.
+directory, with symlinks refused, so a blob id that somehow holds a path can
+still not leave that directory. Hard links are allowed there: the folder is the
+service's own (no user can make a link in it), and a blob is never written in
+place, so a second link, say from a `cp -al` or rsnapshot backup, can neither
+change what is served nor be changed by it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
 
-from strongroom.confine import AtomicWriter, ReadHandle, Root
+from strongroom.confine import AtomicWriter, Entry, ReadHandle, Root
 from strongroom.errors import (
+    ConfigError,
     LimitExceededError,
     PathError,
     PathNotFoundError,
@@ -43,6 +47,7 @@ __all__ = [
     "LocalBlobStore",
     "LocalBlobWriter",
     "SignableReader",
+    "StrayReporter",
     "new_blob_id",
 ]
 
@@ -150,6 +155,14 @@ class BlobReader(Protocol):
 
 
 @runtime_checkable
+class StrayReporter(Protocol):
+    """A store that can tell of files where no blob of its layout belongs."""
+
+    def stray_files(self) -> Iterator[tuple[str, str]]:
+        """Yield (name, where it lies) for each blob-named file out of place."""
+
+
+@runtime_checkable
 class SignableReader(Protocol):
     """A blob that its store can serve itself, through a short-lived signed URL."""
 
@@ -195,6 +208,13 @@ class BlobStore(Protocol):
     def blob_ids(self) -> Iterator[tuple[str, int, int]]:
         """Yield (blob id, size, mtime in ns) for every stored blob."""
 
+    def identity(self) -> tuple[object, ...]:
+        """Return what tells this store apart from every other one.
+
+        Two stores with equal identities are the same place, however their
+        URLs were spelled: a migration must never copy a store onto itself.
+        """
+
     def close(self) -> None:
         """Release the store's descriptors or connections."""
 
@@ -221,29 +241,82 @@ class LocalBlobStore:
         host_path: str | os.PathLike[str],
         *,
         resolver: Literal["auto", "openat2", "walk"] = "auto",
+        create: bool = True,
+        sweep: bool = True,
     ) -> LocalBlobStore:
-        """Create the directory if missing (mode 0700) and open a store on it.
+        """Open a store on a folder.
+
+        `create` makes the folder (mode 0700) when it is missing; without it a
+        missing folder is refused, so a mistyped path is reported instead of
+        becoming an empty store that seems to have lost every blob. `sweep`
+        removes staging files of writers that died (see
+        `remove_crash_leftovers`); a command that only reads or compares the
+        store passes False and changes nothing in it on open.
 
         Raises:
-            ConfigError: the path exists but is not a directory.
+            ConfigError: the folder is missing (without `create`) or the path
+                is not a folder.
         """
-        Path(host_path).mkdir(mode=0o700, parents=True, exist_ok=True)
+        if create:
+            Path(host_path).mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            _require_folder(host_path)
         store = cls(
-            Root(host_path, symlinks="deny", hardlinks="deny", resolver=resolver)
+            Root(host_path, symlinks="deny", hardlinks="allow", resolver=resolver)
         )
-        store.remove_crash_leftovers()
+        if sweep:
+            store.remove_crash_leftovers()
         return store
+
+    def identity(self) -> tuple[object, ...]:
+        """Return ("file", device, inode) of the blob folder.
+
+        The folder's own numbers, not its path: a trailing slash, a symlink or
+        a bind mount leading to the same folder give the same identity.
+
+        Raises:
+            StorageError: the folder cannot be read.
+        """
+        with _storage_errors("the blob folder cannot be read"):
+            folder = self._root.stat(".")
+        return ("file", folder.dev, folder.ino)
 
     def blob_ids(self) -> Iterator[tuple[str, int, int]]:
         """Yield (blob id, size, mtime in ns) for every stored blob.
 
-        Names in the shard folders that are not blob ids (staging files, strays)
-        are not blobs and are left out.
+        Only a regular file named by a blob id in the shard folder that id
+        belongs in is a blob: staging files, symlinks and strays are left out
+        (`stray_files` names the blob-named ones).
+
+        Raises:
+            StorageError: a folder cannot be listed.
         """
-        for shard in self._shards():
-            for entry in self._root.list_dir(shard):
-                if entry.kind == "file" and _BLOB_ID.fullmatch(entry.name):
-                    yield entry.name, entry.size, entry.mtime_ns
+        for shard, entry in self._blob_named_files():
+            if _blob_key(entry.name) == f"{shard}/{entry.name}":
+                yield entry.name, entry.size, entry.mtime_ns
+
+    def stray_files(self) -> Iterator[tuple[str, str]]:
+        """Yield (name, its path in the store) for each misplaced blob-named file.
+
+        Such a file (copied or restored to the wrong shard folder by hand) is
+        never served, since a blob is looked up where its id puts it, and it is
+        not removed by us either: only its owner knows what it is.
+
+        Raises:
+            StorageError: a folder cannot be listed.
+        """
+        for shard, entry in self._blob_named_files():
+            where = f"{shard}/{entry.name}"
+            if _blob_key(entry.name) != where:
+                yield entry.name, where
+
+    def _blob_named_files(self) -> Iterator[tuple[str, Entry]]:
+        # Regular files named like blobs, with the shard folder they are in.
+        with _storage_errors("the blob folder cannot be listed"):
+            for shard in self._shards():
+                for entry in self._root.list_dir(shard):
+                    if entry.kind == "file" and _BLOB_ID.fullmatch(entry.name):
+                        yield shard, entry
 
     def remove_crash_leftovers(self) -> int:
         """Delete staging files that a crashed writer left in the shard folders.
@@ -485,6 +558,18 @@ def _storage_errors(what: str) -> Iterator[None]:
         raise StorageError(f"{what}: {exc.reason}") from exc
     except OSError as exc:
         raise StorageError(what) from exc
+
+
+def _require_folder(host_path: str | os.PathLike[str]) -> None:
+    # The message names the path: only the admin running a command sees it.
+    shown = os.fspath(host_path)
+    if not os.path.exists(host_path):
+        raise ConfigError(
+            f"the blob folder {shown!r} does not exist and was not created; "
+            "check the blob store URL (and data_dir)"
+        )
+    if not os.path.isdir(host_path):
+        raise ConfigError(f"the blob store path {shown!r} is not a folder")
 
 
 def _blob_key(blob_id: str) -> str:

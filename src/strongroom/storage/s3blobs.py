@@ -46,6 +46,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Literal
+from urllib.parse import urlsplit
 
 import boto3  # type: ignore[import-untyped]
 from botocore.client import BaseClient  # type: ignore[import-untyped]
@@ -151,6 +152,16 @@ class S3BlobStore:
             endpoint_url, region, access_key_id, secret_access_key, addressing_style
         )
         return cls(client, bucket, prefix, part_bytes=part_bytes)
+
+    def identity(self) -> tuple[object, ...]:
+        """Return ("s3", endpoint, bucket, prefix), the endpoint normalised.
+
+        The endpoint is the client's own (for AWS, the regional one it chose),
+        lowercased and without a default port or a final "/"; the prefix has
+        no "/" at either end. So "s3://b/blobs/" is "s3://b/blobs".
+        """
+        endpoint = _normal_endpoint(str(self._client.meta.endpoint_url))
+        return ("s3", endpoint, self.bucket, self.prefix)
 
     def check(self) -> None:
         """Raise StorageError unless the bucket answers (one HeadBucket)."""
@@ -373,6 +384,17 @@ def _make_client(
         response_checksum_validation="when_required",
     )
     return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _normal_endpoint(url: str) -> str:
+    # Host names are case-insensitive and a default port is no port at all.
+    parts = urlsplit(url.strip().rstrip("/"))
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    default = {"http": 80, "https": 443}.get(scheme)
+    port = "" if parts.port in (None, default) else f":{parts.port}"
+    if ":" in host:  # an IPv6 address goes back into its brackets
+        host = f"[{host}]"
+    return f"{scheme}://{host}{port}{parts.path}"
 
 
 def _seconds(when: datetime) -> float:
