@@ -139,7 +139,8 @@ class TreeModel:
     ) -> tuple[str, str, int]:
         parts, must_be_dir = parse(text)
         if must_be_dir:
-            raise Expect(IsADirectoryPathError)
+            # The path's form is wrong whatever is there (a 400 over HTTP).
+            raise Expect(InvalidPathError)
         _refuse_final_dotdot(parts)
         parent, made = self._parent(parts, make=make_parents)
         try:
