@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
+import threading
 import time
 
 import pytest
@@ -205,3 +206,117 @@ def test_a_read_is_conditional_too(server: LiveServer, space: str) -> None:
     assert current.status == 206 and current.body == NEWER[:7]
     # A read ignores a date it cannot read (RFC 9110); only writes refuse it.
     assert unreadable.status == 200 and unreadable.body == NEWER
+
+
+def send(server: LiveServer, method: str, url: str,
+         header_lines: list[tuple[str, str]], body: bytes = b"") -> tuple[int, bytes]:
+    """Send a request whose header lines may repeat; return (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.putrequest(method, url, skip_accept_encoding=True)
+        conn.putheader("Authorization", f"Bearer {server.tokens['alice']}")
+        conn.putheader("Content-Length", str(len(body)))
+        for name, value in header_lines:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def test_if_none_match_with_etags_guards_a_put(server: LiveServer, space: str) -> None:
+    server.put(space, "doc.txt", ORIGINAL)
+    tag = etag_of(server, space, "doc.txt")
+    url = files_url(space, "doc.txt")
+
+    # RFC 9110, 13.1.2: the current ETag (weakly compared) or * makes it false.
+    for header_lines in ([("If-None-Match", tag)], [("If-None-Match", "W/" + tag)],
+                         [("If-None-Match", '"other", *')],
+                         [("If-None-Match", '"other"'), ("If-None-Match", "*")]):
+        status, body = send(server, "PUT", url, header_lines, MINE)
+        assert_refused(status, body, 412, "precondition_failed")
+    assert server.request("GET", url).body == ORIGINAL
+
+    status, _ = send(server, "PUT", url, [("If-None-Match", '"other"')], MINE)
+    assert status == 200
+    assert server.request("GET", url).body == MINE
+
+
+def test_if_none_match_guards_a_delete(server: LiveServer, space: str) -> None:
+    server.put(space, "doc.txt", ORIGINAL)
+    url = files_url(space, "doc.txt")
+
+    star = send(server, "DELETE", url, [("If-None-Match", "*")])
+    current = send(server, "DELETE", url, [("If-None-Match", etag_of(server, space,
+                                                                     "doc.txt"))])
+    other = send(server, "DELETE", url, [("If-None-Match", '"other"')])
+
+    assert_refused(*star, 412, "precondition_failed")
+    assert_refused(*current, 412, "precondition_failed")
+    assert other[0] == 204
+
+
+def test_repeated_if_match_lines_form_one_list(server: LiveServer, space: str) -> None:
+    server.put(space, "doc.txt", ORIGINAL)
+    tag = etag_of(server, space, "doc.txt")
+
+    status, body = send(server, "PUT", files_url(space, "doc.txt"),
+                        [("If-Match", '"wrong"'), ("If-Match", tag)], MINE)
+
+    assert status == 200, body[:300]
+
+
+@pytest.mark.parametrize("date", [
+    "Sun, 06 Nov 2094 08:49:37 XYZ", "06 Nov 2094 08:49",
+    "Sun, 06 Nov 2094 08:49:37 G\u00e9T", "Sun, 31 Feb 2094 08:49:37 GMT",
+], ids=["zone", "short", "non-ascii", "no-such-day"])
+def test_a_write_refuses_anything_but_an_http_date(
+    server: LiveServer, space: str, date: str
+) -> None:
+    server.put(space, "doc.txt", ORIGINAL)
+
+    status, body = send(server, "PUT", files_url(space, "doc.txt"),
+                        [("If-Unmodified-Since", date)], MINE)
+
+    assert_refused(status, body, 400, "invalid_request")
+    assert server.request("GET", files_url(space, "doc.txt")).body == ORIGINAL
+
+
+def test_writers_with_the_same_if_match_take_turns(
+    server: LiveServer, space: str
+) -> None:
+    # Eight clients read the same version and all try to replace it: exactly
+    # one may win each round, in a directory space as in a home.
+    winners = []
+    for round_ in range(5):
+        server.put(space, "doc.txt", ORIGINAL + str(round_).encode())
+        statuses = race_conditional_puts(server, space, etag_of(server, space,
+                                                                "doc.txt"), 8)
+        assert set(statuses) <= {200, 412}, statuses
+        winners.append(statuses.count(200))
+
+    assert winners == [1] * 5, winners
+
+
+def race_conditional_puts(
+    server: LiveServer, space: str, tag: str, writers: int
+) -> list[int]:
+    """Start `writers` PUTs with `If-Match: tag` at once; return their statuses."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(writers)
+
+    def write(n: int) -> None:
+        start.wait()
+        status, _ = send(server, "PUT", files_url(space, "doc.txt"),
+                         [("If-Match", tag)], MINE + str(n).encode() * 2000)
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -293,16 +293,45 @@ def _preconditions_hold(info: FileInfo, headers: Mapping[str, str]) -> bool:
 
 def parse_http_date(text: str | None) -> int | None:
     """Return the seconds since the epoch of an HTTP date; None when absent or
-    unreadable (a read ignores a date it cannot read, as RFC 9110 asks)."""
+    not one of RFC 9110's three forms (a read ignores such a date, as the RFC
+    asks; a write refuses it). Only GMT is a time zone here."""
     if text is None:
         return None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp())
+    text = text.strip()
+    for form in _HTTP_DATE_FORMS:
+        found = form.fullmatch(text)
+        if found is None:
+            continue
+        parts = found.groupdict()
+        year = int(parts["year"])
+        if len(parts["year"]) == 2:  # RFC 850's two digits: the nearest century
+            year += 2000 if year < 70 else 1900
+        try:
+            when = datetime(
+                year, _MONTHS.index(parts["month"]) + 1, int(parts["day"]),
+                int(parts["hour"]), int(parts["minute"]), int(parts["second"]),
+                tzinfo=UTC,
+            )
+        except ValueError:
+            return None
+        return int(when.timestamp())
+    return None
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH = "(?P<month>" + "|".join(_MONTHS) + ")"
+_CLOCK = r"(?P<hour>\d\d):(?P<minute>\d\d):(?P<second>\d\d)"
+# RFC 9110, 5.6.7: IMF-fixdate, then the obsolete RFC 850 and asctime forms.
+_HTTP_DATE_FORMS = (
+    re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (?P<day>\d\d) " + _MONTH
+               + r" (?P<year>\d{4}) " + _CLOCK + " GMT", re.ASCII),
+    re.compile(r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), "
+               r"(?P<day>\d\d)-" + _MONTH + r"-(?P<year>\d\d) " + _CLOCK + " GMT",
+               re.ASCII),
+    re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) " + _MONTH
+               + r" (?P<day>[ \d]\d) " + _CLOCK + r" (?P<year>\d{4})", re.ASCII),
+)
 
 
 def _not_modified(info: FileInfo, headers: Mapping[str, str]) -> bool:

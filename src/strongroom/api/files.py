@@ -190,15 +190,18 @@ async def upload(
 
     `If-None-Match: *` creates only (412 if the name exists). `If-Match` (one or
     more ETags, or `*`) or `If-Unmodified-Since` replaces only the file they
-    describe (412 otherwise, checked before the body is read and again when the
+    describe, and `If-None-Match` with ETags never replaces a file that has one
+    of them (412 otherwise, checked before the body is read and again when the
     file is put in place). A body over the limit is refused with 413 and leaves
     nothing behind.
     """
     sp = _space(services, user, space, request, "upload", path)
     limit = services.settings.max_upload_bytes
     _check_declared_length(request, limit)
-    exclusive = request.headers.get("if-none-match", "").strip() == "*"
     precondition = _precondition(request)
+    # `If-None-Match: *` is an atomic create (the name is claimed at commit);
+    # other entity tags are checked like If-Match.
+    exclusive = precondition is not None and "*" in (precondition.none_match or ())
     try:
         writer = await anyio.to_thread.run_sync(
             lambda: sp.writer(path, exclusive=exclusive, precondition=precondition)
@@ -233,7 +236,8 @@ def delete(
     """Delete a file or an empty folder.
 
     `If-Match` or `If-Unmodified-Since` deletes only the file they describe
-    (412 otherwise, and for a folder).
+    (412 otherwise, and for a folder); `If-None-Match` refuses a file with one
+    of its ETags (`*`: any file).
     """
     sp = _space(services, user, space, request, "delete", path)
     sp.delete(path, precondition=_precondition(request))
@@ -277,25 +281,36 @@ def _record(state: dict[str, object], op: str, space: str, rel_path: str) -> Non
 
 
 def _precondition(request: Request) -> Precondition | None:
-    """Read `If-Match`, or else `If-Unmodified-Since` (RFC 9110, 13.2.2).
+    """Read `If-Match` (or else `If-Unmodified-Since`) and `If-None-Match`.
 
-    A date that cannot be read is refused (400), where RFC 9110 would ignore
-    it: a guard the client meant to set must never let a write through unseen.
+    RFC 9110, 13.2.2: `If-Unmodified-Since` counts only without `If-Match`.
+    Repeated header lines form one list (RFC 9110, 5.3). A date that cannot be
+    read is refused (400), where RFC 9110 would ignore it: a guard the client
+    meant to set must never let a write through unseen.
     """
-    if_match = request.headers.get("if-match")
-    if if_match is not None:
-        tags = frozenset(t.strip() for t in if_match.split(",") if t.strip())
-        return Precondition(etags=tags)
-    since = request.headers.get("if-unmodified-since")
-    if since is None:
+    match = _tag_list(request, "if-match")
+    none_match = _tag_list(request, "if-none-match")
+    since = None
+    if match is None and "if-unmodified-since" in request.headers:
+        since = parse_http_date(request.headers["if-unmodified-since"])
+        if since is None:
+            raise InvalidRequestError(
+                "If-Unmodified-Since is not an HTTP date (such as "
+                "'Sat, 05 Dec 2026 10:00:00 GMT'); nothing was changed"
+            )
+    if match is None and none_match is None and since is None:
         return None
-    when = parse_http_date(since)
-    if when is None:
-        raise InvalidRequestError(
-            "If-Unmodified-Since is not an HTTP date (such as "
-            "'Sat, 05 Dec 2026 10:00:00 GMT'); nothing was changed"
-        )
-    return Precondition(unmodified_since=when)
+    return Precondition(match=match, none_match=none_match, unmodified_since=since)
+
+
+def _tag_list(request: Request, header: str) -> frozenset[str] | None:
+    """The entity tags of every line of `header`, or None when it is absent."""
+    lines = request.headers.getlist(header)
+    if not lines:
+        return None
+    return frozenset(
+        tag.strip() for line in lines for tag in line.split(",") if tag.strip()
+    )
 
 
 def _check_declared_length(request: Request, limit: int) -> None:

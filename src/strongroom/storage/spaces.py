@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import mimetypes
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from strongroom.confine import AtomicWriter, Entry, ReadHandle, Root
 from strongroom.errors import (
     InvalidPathError,
+    PathError,
     PathNotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -82,39 +85,52 @@ class ListPage:
 @dataclass(frozen=True, slots=True)
 class Precondition:
     """What a replacing write or a delete asks of the file there (HTTP's
-    `If-Match` and `If-Unmodified-Since`).
+    `If-Match`, `If-None-Match` with ETags, and `If-Unmodified-Since`).
 
-    Either way a file must be there. `etags`: its ETag must be one of them
-    (compared strongly; `*` takes any file). `unmodified_since` (whole seconds):
-    it must not have changed after that moment. A home checks it inside the
-    transaction that makes the change, so the check is exact. A directory space
-    checks it just before its rename or unlink: a change that another program
-    makes to the same file in between is not seen (the file system offers no
-    compare-and-swap on a name).
+    `match`: a file must be there and its ETag one of these (compared strongly;
+    `*` takes any file). Else `unmodified_since` (whole seconds): a file must be
+    there, not changed after that moment. `none_match`: the file there, if any,
+    has none of these ETags (compared weakly; `*` refuses any file). A home
+    checks it inside the transaction that makes the change, so the check is
+    exact. A directory space checks it under an exclusive lock on the file,
+    which every conditional change of that file through Strongroom takes, just
+    before its rename or unlink: only a change that bypasses the service (or an
+    unconditional write) can land in between, as the file system has no
+    compare-and-swap on a name.
     """
 
-    etags: frozenset[str] | None = None
+    match: frozenset[str] | None = None
+    none_match: frozenset[str] | None = None
     unmodified_since: int | None = None
 
     def require(self, op: str, rel_path: str, found: FileMeta | None) -> None:
         """Raise `PreconditionFailedError` unless `found` (a file, or None) meets it."""
-        if found is None or found.kind != "file":
+        file = found if found is not None and found.kind == "file" else None
+        if (self.match is not None or self.unmodified_since is not None) and not file:
             raise PreconditionFailedError(
                 f"{op} refused: {rel_path!r} is not a file now, and the request "
                 "was conditional on the file there (If-Match or If-Unmodified-Since)"
             )
-        if self.etags is not None:
-            if "*" not in self.etags and found.etag not in self.etags:
+        if file is None:
+            return
+        if self.match is not None:
+            if "*" not in self.match and file.etag not in self.match:
                 raise PreconditionFailedError(
                     f"{op} refused: {rel_path!r} has changed since the version "
                     "named in If-Match; read it again and retry"
                 )
         elif (self.unmodified_since is not None
-              and found.mtime_ns // 1_000_000_000 > self.unmodified_since):
+              and file.mtime_ns // 1_000_000_000 > self.unmodified_since):
             raise PreconditionFailedError(
                 f"{op} refused: {rel_path!r} was modified after the time given in "
                 "If-Unmodified-Since; read it again and retry"
             )
+        if self.none_match is not None:
+            tags = {tag.removeprefix("W/") for tag in self.none_match}
+            if "*" in tags or file.etag.removeprefix("W/") in tags:
+                raise PreconditionFailedError(
+                    f"{op} refused: {rel_path!r} exists and matches If-None-Match"
+                )
 
 
 class SpaceWriter(Protocol):
@@ -213,9 +229,13 @@ class DirectorySpace:
         self._check_writable("upload to", rel_path)
         check = None
         if precondition is not None:
-            def check() -> None:
-                precondition.require("upload", rel_path, self._file_at(rel_path))
-            check()
+            @contextmanager
+            def check() -> Iterator[None]:
+                with self._locked(rel_path):
+                    precondition.require("upload", rel_path, self._file_at(rel_path))
+                    yield
+            with check():
+                pass  # refused now, before the body is read, if it fails already
         return _DirectoryWriter(
             rel_path, self.root.open_writer(rel_path, exclusive=exclusive,
                                             make_parents=True),
@@ -233,9 +253,12 @@ class DirectorySpace:
     ) -> None:
         """Remove a file, a link itself, or an empty folder."""
         self._check_writable("delete in", rel_path)
-        if precondition is not None:
+        if precondition is None:
+            self.root.remove(rel_path)
+            return
+        with self._locked(rel_path):
             precondition.require("delete", rel_path, self._file_at(rel_path))
-        self.root.remove(rel_path)
+            self.root.remove(rel_path)
 
     def move(self, src: str, dst: str, *, overwrite: bool) -> FileMeta:
         """Move within the space; refuses to replace unless `overwrite`."""
@@ -251,6 +274,23 @@ class DirectorySpace:
         in this or another process serving the same folder is never disturbed.
         """
         return len(self.root.remove_staging_leftovers(STAGING_GRACE_SECONDS))
+
+    @contextmanager
+    def _locked(self, rel_path: str) -> Iterator[None]:
+        """Hold an exclusive flock on the file at `rel_path` (if one is there).
+
+        Conditional changes of one file take turns this way, in every process
+        on this host: each checks the name again once it holds the lock, so
+        the second of two writers with the same If-Match sees the first's file.
+        """
+        try:
+            handle = self.root.open_read(rel_path)
+        except PathError:
+            yield  # no regular file there: nothing to take turns on
+            return
+        with handle:
+            fcntl.flock(handle.fd, fcntl.LOCK_EX)
+            yield
 
     def _file_at(self, rel_path: str) -> FileMeta | None:
         # What a precondition is checked against: the name itself, never
@@ -270,11 +310,12 @@ class DirectorySpace:
 class _DirectoryWriter:
     def __init__(
         self, rel_path: str, writer: AtomicWriter,
-        check: Callable[[], None] | None = None,
+        check: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> None:
         self._rel_path = rel_path
         self._writer = writer
-        self._check = check  # a precondition, checked again just before the rename
+        # A precondition, checked again under its lock, held through the rename.
+        self._check = check
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -282,9 +323,8 @@ class _DirectoryWriter:
         self.size = self._writer.size
 
     def commit(self) -> tuple[FileMeta, bool]:
-        if self._check is not None:
-            self._check()
-        entry, created = self._writer.commit()
+        with self._check() if self._check is not None else nullcontext():
+            entry, created = self._writer.commit()
         return _meta_of(_display_path(self._rel_path), entry), created
 
     def abort(self) -> None:
