@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 
 import pytest
@@ -98,3 +99,29 @@ def test_repeated_wrong_passwords_get_429_with_retry_after(
     assert replies[0].status == 401
     assert replies[-1].status == 429
     assert int(replies[-1].header("Retry-After") or "0") >= 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/spaces/home/files"), ("DELETE", "/spaces/home/files"),
+     ("GET", "/spaces/home/meta"), ("POST", "/spaces/home/dirs")],
+)
+def test_a_path_without_its_final_slash_is_no_redirect_to_the_clients_host(
+    server: LiveServer, method: str, path: str
+) -> None:
+    # Starlette used to answer these with a 307 whose Location was built from
+    # the Host header the client sent, before any token was looked at.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.putrequest(method, API + path, skip_host=True)
+        conn.putheader("Host", "evil.example")
+        conn.putheader("Content-Length", "0")
+        conn.endheaders()
+        reply = conn.getresponse()
+        reply.read()
+    finally:
+        conn.close()
+
+    assert reply.status in (401, 404, 405), reply.status
+    assert reply.getheader("Location") is None
+    assert reply.getheader("Content-Type") == "application/problem+json"

@@ -65,6 +65,10 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="A file service that keeps every request inside its space.",
         lifespan=lifespan,
+        # A path missing its final '/' is a 404 problem, not a redirect: the
+        # redirect's Location was built from the client's own Host header, and
+        # it answered before any token was checked.
+        redirect_slashes=False,
     )
     app.state.services = services
     app.state.shares = share_service
