@@ -33,6 +33,7 @@ nothing else maps errors to status codes.
     │   ├── UserNotFoundError      no user by that name or id (404)
     │   └── PasswordPolicyError    a new password breaks the length rules (400)
     ├── IncompleteUploadError      the client left before the body ended (400)
+    ├── InvalidCursorError         a listing cursor we did not make (400)
     ├── PreconditionFailedError    a conditional request's condition is false (412)
     ├── LimitExceededError         a size limit was crossed (413)
     │   ├── ArchiveLimitError      an archive crossed an unpacking limit (413)
@@ -71,6 +72,7 @@ __all__ = [
     "DirectoryNotEmptyError",
     "HardlinkRefusedError",
     "IncompleteUploadError",
+    "InvalidCursorError",
     "InvalidGrantError",
     "InsufficientScopeError",
     "InsufficientStorageError",
@@ -286,6 +288,10 @@ class PasswordPolicyError(UserError):
 
 class IncompleteUploadError(StrongroomError):
     """The client closed the connection before sending the whole body."""
+
+
+class InvalidCursorError(StrongroomError):
+    """A listing's `cursor` is not one that a listing answered with."""
 
 
 class PreconditionFailedError(StrongroomError):

@@ -320,3 +320,12 @@ def race_conditional_puts(
     for thread in threads:
         thread.join()
     return statuses
+
+
+def test_a_put_answers_with_the_new_etag(server: LiveServer, space: str) -> None:
+    created = server.put(space, "doc.txt", ORIGINAL)
+    replaced = server.put(space, "doc.txt", MINE)
+
+    assert created.header("ETag") and replaced.header("ETag")
+    assert replaced.header("ETag") == etag_of(server, space, "doc.txt")
+    assert json.loads(replaced.body)["etag"] == replaced.header("ETag")

@@ -99,6 +99,8 @@ def test_list_with_a_bad_cursor_is_400(
     reply = server.request("GET", f"{API}/spaces/{space}/list?cursor={cursor}")
 
     assert reply.status == 400
+    # Its own code: nothing was wrong with the path.
+    assert json.loads(reply.body)["code"] == "invalid_cursor"
 
 
 @pytest.mark.parametrize("limit", ["0", "5001", "-1", "ten"])

@@ -158,6 +158,15 @@ def test_a_folder_beneath_the_share_lists_too(layout: LiveServer, space: str) ->
     assert [e["path"] for e in body["entries"]] == ["sub/b.txt"]
 
 
+def test_a_bad_cursor_is_named_as_such(layout: LiveServer, space: str) -> None:
+    url = new_link(layout, space, "docs/public")
+
+    reply = get_link(layout, url + "?cursor=garbage")
+
+    assert reply.status == 400
+    assert reply.json()["code"] == "invalid_cursor"
+
+
 def test_a_listing_pages_with_a_cursor(layout: LiveServer, space: str) -> None:
     url = new_link(layout, space, "docs/public")
 

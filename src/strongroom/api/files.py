@@ -215,7 +215,10 @@ async def upload(
         ) from exc
     request.state.bytes_in = meta.size
     body = meta_out(meta).model_dump()
-    return JSONResponse(body, status_code=201 if created else 200)
+    # The stored file is the body as sent, so its validator may go with the
+    # answer (RFC 9110, 9.3.4): the client's next If-Match needs no GET.
+    headers = {"ETag": meta.etag} if meta.etag else None
+    return JSONResponse(body, status_code=201 if created else 200, headers=headers)
 
 
 @router.post("/spaces/{space}/dirs/{path:path}", response_model=FileMetaOut,

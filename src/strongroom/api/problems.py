@@ -74,6 +74,7 @@ _TABLE: dict[type[errors.StrongroomError], tuple[int, str]] = {
     errors.InsufficientScopeError: (403, "insufficient_scope"),
     errors.PermissionDeniedError: (403, "forbidden"),
     errors.IncompleteUploadError: (400, "upload_incomplete"),
+    errors.InvalidCursorError: (400, "invalid_cursor"),
     errors.PreconditionFailedError: (412, "precondition_failed"),
     errors.LimitExceededError: (413, "too_large"),
     errors.UnreadableArchiveError: (422, "unreadable_archive"),

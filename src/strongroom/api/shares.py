@@ -198,7 +198,7 @@ _LINK_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"application/octet-stream": {}, "application/json": {}}},
     206: {"description": "One byte range"},
     304: {},
-    **problem_responses(416),
+    **problem_responses(412, 416),
 }
 _ZIP_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"application/zip": {}}},

@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 
 from strongroom.confine import AtomicWriter, Entry, ReadHandle, Root
 from strongroom.errors import (
-    InvalidPathError,
+    InvalidCursorError,
     PathError,
     PathNotFoundError,
     PermissionDeniedError,
@@ -351,7 +351,7 @@ def encode_cursor(name: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
-    """Decode a cursor made by `encode_cursor`; raise `InvalidPathError` if bad."""
+    """Decode a cursor made by `encode_cursor`; raise `InvalidCursorError` if bad."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         raw = base64.b64decode(padded, altchars=b"-_", validate=True)
@@ -359,7 +359,9 @@ def decode_cursor(cursor: str) -> str:
             raise ValueError("empty cursor")
         return raw.decode("utf-8")
     except (binascii.Error, ValueError):
-        raise InvalidPathError("list", cursor[:64], "the cursor is not valid") from None
+        raise InvalidCursorError(
+            "the cursor is not one a listing gave; list again without it"
+        ) from None
 
 
 def etag_of(entry: Entry) -> str:
