@@ -12,12 +12,13 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
-import threading
 import time
 
 import pytest
 from live_server import LiveServer, files_url
 from test_files_api import staging_and_blobs
+
+from concurrency import run_together
 
 ORIGINAL = b"version one"
 NEWER = b"version two, written by someone else"
@@ -303,23 +304,12 @@ def race_conditional_puts(
     server: LiveServer, space: str, tag: str, writers: int
 ) -> list[int]:
     """Start `writers` PUTs with `If-Match: tag` at once; return their statuses."""
-    statuses: list[int] = []
-    lock = threading.Lock()
-    start = threading.Barrier(writers)
-
-    def write(n: int) -> None:
-        start.wait()
+    def write(n: int) -> int:
         status, _ = send(server, "PUT", files_url(space, "doc.txt"),
                          [("If-Match", tag)], MINE + str(n).encode() * 2000)
-        with lock:
-            statuses.append(status)
+        return status
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return statuses
+    return run_together(writers, write)
 
 
 def test_a_put_answers_with_the_new_etag(server: LiveServer, space: str) -> None:
