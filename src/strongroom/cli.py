@@ -156,7 +156,9 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     try:
         report = _check_with(store, settings, args)
     except StorageError as exc:
-        return _fail(EXIT_CONFIG_ERROR, f"the blob store cannot be checked: {exc}")
+        # One line, with the driver's or the file system's own cause.
+        return _fail(EXIT_CONFIG_ERROR,
+                     f"the blob store cannot be checked: {_storage_failure(exc)}")
     finally:
         store.close()
     _print_check(report, as_json=args.json)

@@ -164,10 +164,12 @@ class HomeSpace:
             raise InvalidPathError("write", rel_path, reason)
         key = _file_key("write", rel_path)
         check = _row_check(precondition, "upload", rel_path)
-        if check is not None:
-            check(self._meta.get_file(self.owner_id, key))
-        if exclusive and self._meta.get_file(self.owner_id, key) is not None:
-            raise PathExistsError("write", rel_path, "the name is already taken")
+        if check is not None or exclusive:
+            existing = self._meta.get_file(self.owner_id, key)
+            if check is not None:
+                check(existing)
+            if exclusive and existing is not None:
+                raise PathExistsError("write", rel_path, "the name is already taken")
         entry = self._meta.get_entry(self.owner_id, key)
         if entry is not None and entry.kind == "dir":
             raise IsADirectoryPathError("write", rel_path, "a folder has that name")

@@ -344,6 +344,7 @@ class Uploads:
             # lost its staged bytes (410), never that a stored file was refused.
             with contextlib.suppress(StorageError):
                 self._staging.remove(record.id)
+            with contextlib.suppress(StorageError):
                 self._rows.delete(record.id)
             log.warning("upload_completion_unrecorded",
                         extra={**_fields(record), "reason": str(exc)})
