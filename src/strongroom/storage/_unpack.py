@@ -18,9 +18,11 @@ Tars are read in tarfile's random-access mode over `_TarSource`, a forward-only
 view of the (decompressed) stream that meters every byte handed to tarfile. The
 obvious alternative, stream mode ("r|"), copies every block through tarfile's
 10 KiB record buffer and costs about five times as much on a large member. Here
-member data goes from the file to the writer in 1 MiB reads; skipping unread data
+member data goes from the stream to the writer in 1 MiB reads; skipping unread data
 is a seek in a plain tar (nothing is produced, so nothing is counted) and a metered
-read in a compressed one (where skipping means decompressing).
+read in a compressed one (where skipping means decompressing). A plain tar in a regular file is not read here at all: each member's data is handed
+on as `Extent`s, runs of the file that a writer on local disk copies with
+copy_file_range(2), counted against the limits before each run is handed on.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import contextlib
 import gzip
 import io
 import lzma
+import os
 import stat
 import tarfile
 import zipfile
@@ -48,7 +51,9 @@ __all__ = [
     "MAX_MEMBER_BYTES",
     "RATIO_FLOOR_BYTES",
     "ArchiveMember",
+    "Extent",
     "ImportLimits",
+    "MemberData",
     "MemberKind",
     "ProgressHook",
     "read_members",
@@ -76,6 +81,9 @@ STREAM_FRAMING_BYTES = 64 * 1024
 
 # Members are copied in chunks of this size, so an import holds one chunk at a time.
 CHUNK_BYTES = 1 << 20
+# A plain tar's member data is handed on in extents of at most this size, so
+# progress and the limits are still checked as a large member is copied.
+EXTENT_BYTES = 8 * CHUNK_BYTES
 # A GNU long name or a pax record is read into memory whole. Names stop at 4 KiB
 # on Linux (PATH_MAX) and pax records hold a few fields, so a record of more than
 # one chunk is a memory bomb, not a header.
@@ -107,12 +115,45 @@ class ImportLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Extent:
+    """A run of a member's data that lies as it is in the archive file.
+
+    A plain tar keeps each regular member's data in one piece, so a writer
+    that can copy between descriptors takes it from the file directly
+    (copy_file_range(2)) instead of through this process; `read` gives the
+    same bytes as chunks to a writer that cannot. The reader checked that the
+    run lies within the file.
+    """
+
+    fd: int
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self) -> Iterator[bytes]:
+        """Yield the run's bytes in chunks of at most `CHUNK_BYTES`."""
+        offset, end = self.offset, self.offset + self.length
+        while offset < end:
+            chunk = os.pread(self.fd, min(CHUNK_BYTES, end - offset), offset)
+            if not chunk:
+                raise _unreadable(tarfile.ReadError("unexpected end of data"))
+            offset += len(chunk)
+            yield chunk
+
+
+# A regular member's data: chunks of bytes, or runs of the archive file.
+MemberData = Iterator[bytes | Extent]
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveMember:
     """One member as the archive names it: the name is untrusted text."""
 
     name: str
     kind: MemberKind
-    chunks: Iterator[bytes] | None = None
+    chunks: MemberData | None = None
 
 
 def read_members(
@@ -208,7 +249,7 @@ class _Meter:
             )
 
 
-def _metered(read: Iterator[bytes], meter: _Meter) -> Iterator[bytes]:
+def _metered(read: MemberData, meter: _Meter) -> MemberData:
     member_total = 0
     for chunk in read:
         member_total += len(chunk)
@@ -232,6 +273,8 @@ class _TarSource:
         self._source = _decompressed(archive)
         self._meter = meter
         self._position = 0
+        # A plain tar in a regular file: its descriptor and size, for extents.
+        self.plain_file = _regular_file(archive) if self._source is archive else None
 
     def read(self, size: int = -1, /) -> bytes:
         if not 0 <= size <= MAX_HEADER_RECORD_BYTES:
@@ -267,6 +310,16 @@ class _TarSource:
     def close(self) -> None:
         if self._source is not self._archive:
             self._source.close()
+
+
+def _regular_file(archive: BinaryIO) -> tuple[int, int] | None:
+    """Return the descriptor and size of `archive` if it is a regular file."""
+    try:
+        fd = archive.fileno()
+        st = os.fstat(fd)
+    except (OSError, ValueError):
+        return None  # an in-memory archive, or a closed one
+    return (fd, st.st_size) if stat.S_ISREG(st.st_mode) else None
 
 
 def _decompressed(archive: BinaryIO) -> IO[bytes] | io.BufferedIOBase:
@@ -326,16 +379,20 @@ def _tar_members(archive: BinaryIO, meter: _Meter) -> Iterator[ArchiveMember]:
 
 def _tar_data(
     tar: tarfile.TarFile, source: _TarSource, info: tarfile.TarInfo
-) -> Iterator[bytes]:
+) -> MemberData:
     """Yield a regular member's data, read straight from the stream.
 
-    tarfile's own member reader would copy every chunk once more; only GNU
-    sparse members, whose holes tarfile maps, go through it.
+    In a plain tar file the data is handed on as extents of the file, not
+    read at all. tarfile's own member reader would copy every chunk once
+    more; only GNU sparse members, whose holes tarfile maps, go through it.
     """
     if info.sparse is not None:
         stream = tar.extractfile(info)
         assert stream is not None  # a regular member always has a stream
         yield from _read_chunks(stream)
+        return
+    if source.plain_file is not None:
+        yield from _extents(source.plain_file, info)
         return
     try:
         source.seek(info.offset_data)
@@ -348,6 +405,19 @@ def _tar_data(
             yield chunk
     except _READ_ERRORS as exc:
         raise _unreadable(exc) from exc
+
+
+def _extents(plain_file: tuple[int, int], info: tarfile.TarInfo) -> Iterator[Extent]:
+    # The size in the header decides where the data ends; a file that holds
+    # less is a truncated archive, refused before anything is copied.
+    fd, file_size = plain_file
+    offset, end = info.offset_data, info.offset_data + info.size
+    if end > file_size:
+        raise _unreadable(tarfile.ReadError("unexpected end of data"))
+    while offset < end:
+        length = min(EXTENT_BYTES, end - offset)
+        yield Extent(fd, offset, length)
+        offset += length
 
 
 def _tar_kind(info: tarfile.TarInfo) -> MemberKind:

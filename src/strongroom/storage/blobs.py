@@ -16,13 +16,14 @@ change what is served nor be changed by it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ BLOBS_DIR_NAME = "blobs"
 # Chunks from this size on are hashed on a second thread while they are written;
 # below it, starting a thread costs more than the overlap saves.
 PARALLEL_HASH_BYTES = 256 * 1024
+# `LocalBlobWriter.copy_range` hashes what the kernel copies in reads of this size.
+HASH_READ_BYTES = 1024 * 1024
 
 # A staging file nobody wrote to for an hour belongs to a writer that died: live
 # uploads touch theirs with every batch (at most a few seconds apart).
@@ -492,18 +495,43 @@ class LocalBlobWriter:
                 aborted and nothing is kept.
             StorageError: the file system failed (the writer is aborted).
         """
-        if self._max_bytes is not None and self.size + len(data) > self._max_bytes:
-            self.abort()
-            raise LimitExceededError(
-                f"upload refused: it is over the {self._max_bytes}-byte limit; "
-                "raise max_upload_bytes or send a smaller file"
-            )
+        self._check_limit(len(data))
         try:
             self._write_and_hash(data)
         except OSError as exc:
             self.abort()
             raise StorageError(f"blob {self.blob_id} cannot be written") from exc
         self.size += len(data)
+
+    def copy_range(self, src_fd: int, offset: int, length: int) -> None:
+        """Append `length` bytes of the open file `src_fd`, from `offset` on.
+
+        The kernel copies them into the blob (see `AtomicWriter.copy_range`)
+        while a helper thread reads the same range for the hash: the two run
+        side by side, and neither copy passes the bytes through Python objects
+        larger than one chunk.
+
+        Raises:
+            LimitExceededError: as for `write`.
+            StorageError: the file system failed, or the source ended early.
+        """
+        self._check_limit(length)
+        hasher = _RangeHasher(self._hash.update, src_fd, offset, length)
+        hasher.start()
+        try:
+            with _storage_errors(f"blob {self.blob_id} cannot be written"):
+                self._writer.copy_range(src_fd, offset, length)
+        finally:
+            hasher.join()
+        self.size += length
+
+    def _check_limit(self, more: int) -> None:
+        if self._max_bytes is not None and self.size + more > self._max_bytes:
+            self.abort()
+            raise LimitExceededError(
+                f"upload refused: it is over the {self._max_bytes}-byte limit; "
+                "raise max_upload_bytes or send a smaller file"
+            )
 
     def _write_and_hash(self, data: bytes | memoryview) -> None:
         # Both os.write and hashlib release the GIL on large buffers, so a big
@@ -547,6 +575,42 @@ class LocalBlobWriter:
         tb: TracebackType | None,
     ) -> None:
         self.abort()
+
+
+class _RangeHasher(threading.Thread):
+    """Feeds a range of a file into a hash, on a thread of its own.
+
+    `join` re-raises what the reading raised, and a source that ends before
+    the range does, so a hash is never silently short of bytes that the
+    copy wrote.
+    """
+
+    def __init__(
+        self, update: Callable[[memoryview], None], fd: int, offset: int, length: int
+    ) -> None:
+        super().__init__(name="blob-hash", daemon=True)
+        self._update, self._fd = update, fd
+        self._offset, self._end = offset, offset + length
+        self._failure: OSError | None = None
+
+    def run(self) -> None:
+        buffer = bytearray(min(HASH_READ_BYTES, self._end - self._offset))
+        view = memoryview(buffer)
+        offset = self._offset
+        try:
+            while offset < self._end:
+                got = os.preadv(self._fd, [view[: self._end - offset]], offset)
+                if not got:
+                    raise OSError(errno.EIO, "the source ended before the range")
+                self._update(view[:got])
+                offset += got
+        except OSError as exc:
+            self._failure = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self._failure is not None:
+            raise StorageError("the data to store could not be read") from self._failure
 
 
 @contextmanager
