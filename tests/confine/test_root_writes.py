@@ -259,6 +259,67 @@ def test_exclusive_commit_never_replaces_a_name_taken_meanwhile(
     assert tree.read_file("late.txt") == b"theirs"
 
 
+# What an in-place writer may find already under its name: it must refuse
+# each one without writing through it or replacing it.
+TAKEN = {
+    "file": {"path": "taken", "type": "file"},
+    "folder": {"path": "taken", "type": "dir"},
+    "link-inside": symlink("taken", "a.txt"),
+    "link-outside": symlink("taken", "../outside/secret.txt"),
+    "dangling-link-outside": symlink("taken", "../outside/new.txt"),
+    "fifo": {"path": "taken", "type": "fifo"},
+}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("taken", TAKEN)
+def test_an_in_place_write_refuses_any_name_already_taken(
+    tree: CaseTree, open_root: OpenRoot, policy: str, taken: str
+) -> None:
+    build_basic(tree, TAKEN[taken])
+    root = open_root(symlinks=policy)
+    before = tree.snapshot(outside=False)
+
+    with tree.guard_outside():
+        outcome = tree.run_op(
+            lambda: root.open_writer("taken", in_place=True).abort()
+        )
+
+    assert isinstance(outcome.error, PathExistsError), outcome.describe()
+    assert tree.snapshot(outside=False) == before
+
+
+def test_an_in_place_write_is_under_its_name_at_once_and_abort_removes_it(
+    tree: CaseTree, open_root: OpenRoot
+) -> None:
+    build_basic(tree)
+    root = open_root()
+    before = tree.snapshot(outside=False)
+    writer = root.open_writer("sub/new.bin", in_place=True)
+    writer.write(b"half")
+    assert tree.read_file("sub/new.bin") == b"half"
+
+    writer.abort()
+
+    assert tree.snapshot(outside=False) == before
+
+
+def test_an_in_place_commit_keeps_the_file_and_uses_no_staging_name(
+    tree: CaseTree, open_root: OpenRoot
+) -> None:
+    build_basic(tree)
+    root = open_root()
+    writer = root.open_writer("new.bin", in_place=True, durable=False)
+    writer.write(b"whole")
+
+    _, created = writer.commit()
+    writer.abort()  # after commit: a no-op, never a removal
+
+    assert created
+    assert tree.read_file("new.bin") == b"whole"
+    assert sorted(os.listdir(tree.root_path)) == ["a.txt", "new.bin", "sub"]
+
+
 def test_write_under_deny_never_writes_through_an_inside_symlink(
     tree: CaseTree, open_root: OpenRoot
 ) -> None:

@@ -333,6 +333,7 @@ class Root:
         exclusive: bool = False,
         make_parents: bool = False,
         durable: bool = True,
+        in_place: bool = False,
     ) -> AtomicWriter:
         """Start an atomic write of `rel_path`; nothing is visible before `commit`.
 
@@ -342,7 +343,11 @@ class Root:
         `make_parents=True` creates missing folders, each through the root.
         `durable=False` skips the fsyncs of the file and its folder: for a batch
         of files the caller makes durable at once with `sync`, before anyone
-        relies on them.
+        relies on them. `in_place=True` (which implies `exclusive`) creates the
+        file under its own name from the first byte, with O_EXCL: only for a
+        folder that no one else reads, like an import's stage, where nobody
+        can see a half-written file and a staging name would cost a link and
+        an unlink for nothing.
         """
         up = self._parse("write", rel_path)
         if up.must_be_dir:
@@ -356,8 +361,10 @@ class Root:
         else:
             parent, made = self._open_parent(up, "write"), []
         try:
-            self._check_write_target(up, parent, exclusive)
-            return AtomicWriter(self, up, parent, exclusive, made, durable=durable)
+            if not in_place:  # in place, O_EXCL refuses any existing name
+                self._check_write_target(up, parent, exclusive)
+            return AtomicWriter(self, up, parent, exclusive or in_place, made,
+                                durable=durable, in_place=in_place)
         except BaseException:
             os.close(parent)
             self._remove_made(made)
@@ -863,6 +870,7 @@ class AtomicWriter:
     directory (opened through the root), written, fsync-ed, and renamed over the
     name; then the directory is fsync-ed so the rename survives a crash. An
     exclusive writer links instead of renaming, so it never replaces anything.
+    An in-place writer's staging file is the name itself (see `open_writer`).
     """
 
     def __init__(
@@ -874,15 +882,17 @@ class AtomicWriter:
         made_dirs: list[tuple[str, ...]] | None = None,
         *,
         durable: bool = True,
+        in_place: bool = False,
     ) -> None:
         self._root = root
         self._durable = durable
+        self._in_place = in_place
         self._up = up
         self._parent = parent_fd
         self._exclusive = exclusive
         # Folders created for this write; an abort removes them again if empty.
         self._made_dirs = made_dirs or []
-        self._tmp = new_staging_name("file")
+        self._tmp = up.final if in_place else new_staging_name("file")
         self.size = 0
         self._written_back = 0  # bytes whose writeback has been started
         self._kernel_copy = True  # until copy_file_range(2) says it cannot
@@ -987,6 +997,8 @@ class AtomicWriter:
 
     def _publish(self) -> bool:
         name, parent = self._up.final, self._parent
+        if self._in_place:
+            return True  # created under its name, exclusively
         if self._exclusive:
             # link(2) fails with EEXIST for any existing name, a dangling link too.
             os.link(

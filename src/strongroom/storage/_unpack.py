@@ -14,15 +14,16 @@ against the size of the whole archive file, which bounds the compressed bytes
 read so far from above, so the check can only err on the lenient side by the
 archive's own size.
 
-Tars are read in tarfile's random-access mode over `_TarSource`, a forward-only
-view of the (decompressed) stream that meters every byte handed to tarfile. The
-obvious alternative, stream mode ("r|"), copies every block through tarfile's
-10 KiB record buffer and costs about five times as much on a large member. Here
-member data goes from the stream to the writer in 1 MiB reads; skipping unread data
-is a seek in a plain tar (nothing is produced, so nothing is counted) and a metered
-read in a compressed one (where skipping means decompressing). A plain tar in a regular file is not read here at all: each member's data is handed
-on as `Extent`s, runs of the file that a writer on local disk copies with
-copy_file_range(2), counted against the limits before each run is handed on.
+Tars are read in tarfile's random-access mode over `_TarSource`, a forward-only view
+of the (decompressed) stream that meters every byte handed to tarfile. The obvious
+alternative, stream mode ("r|"), copies every block through tarfile's 10 KiB record
+buffer and costs about five times as much on a large member. Here member data goes
+from the stream to the writer in 1 MiB reads; skipping unread data is a seek in a
+plain tar (nothing is produced, so nothing is counted) and a metered read in a
+compressed one (where skipping means decompressing). A plain tar in a regular file
+is not read here at all: each member's data is handed on as `Extent`s, runs of the
+file that a writer on local disk copies with copy_file_range(2), counted against the
+limits before each run is handed on.
 """
 
 from __future__ import annotations

@@ -526,7 +526,7 @@ class _DirectoryStage:
         # anything moves into the space (an fsync per member made a 10,000-file
         # import eight times slower than tarfile).
         with self._stage.open_writer(
-            f"m/{rel}", exclusive=True, make_parents=True, durable=False
+            f"m/{rel}", make_parents=True, durable=False, in_place=True
         ) as writer:
             _write_member(writer, chunks)
             writer.commit()
