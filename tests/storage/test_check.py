@@ -4,6 +4,8 @@ marks damaged rows so that their files are refused, not served wrong."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,3 +299,37 @@ def test_a_stray_file_is_reported_and_never_claimed_removed(
             ("stray_file", stray_id)]
         assert f"aa/bb/{stray_id}" in report.findings[0].detail
     assert stray.read_bytes() == b"misplaced"
+
+
+# A process that dies while writing a batch blob (as an import writes them, under
+# their ids from the first byte), as SIGKILL would leave it: no commit, no abort.
+DIES_MID_BLOB = """
+import os, sys
+from strongroom.storage.blobs import LocalBlobStore
+writer = LocalBlobStore.open_dir(sys.argv[1]).create_blob(durable=False)
+writer.write(b"half of a blob")
+print(writer.blob_id, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_batch_blob_left_half_written_is_an_orphan_that_repair_removes(
+    stores: tuple[MetadataStore, LocalBlobStore, Path],
+) -> None:
+    meta, blobs, base = stores
+    owner = meta.add_user("alice", "x").id
+    kept = store_file(meta, blobs, owner, "kept.txt", b"kept")
+    age(blob_path(base, kept), ORPHAN_GRACE_SECONDS * 10)
+    done = subprocess.run([sys.executable, "-c", DIES_MID_BLOB, str(base)],
+                          capture_output=True, text=True, check=True, timeout=60)
+    half = done.stdout.strip()
+    assert blob_path(base, half).read_bytes() == b"half of a blob"
+
+    found = check_stores(meta, blobs)
+    age(blob_path(base, half), ORPHAN_GRACE_SECONDS + 60)
+    repaired = check_stores(meta, blobs, repair=True)
+
+    assert [(f.kind, f.blob_id) for f in found.findings] == [("orphan_blob", half)]
+    assert repaired.removed == (half,)
+    assert not blob_path(base, half).exists()
+    assert blob_path(base, kept).read_bytes() == b"kept"

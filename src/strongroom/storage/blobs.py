@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
@@ -374,12 +375,18 @@ class LocalBlobStore:
 
         `durable=False` skips the per-blob fsyncs, for a batch of blobs that the
         caller makes durable at once with `sync` before any row refers to them.
-        `near` (an earlier blob's id) puts the blob in that blob's shard folder.
+        Such a blob is also written under its fresh id from the first byte (no
+        staging name to link and unlink): nothing can refer to it before
+        `sync`, so one half-written when the process died is an orphan like any
+        blob written for a batch that never finished, and `strongroom check
+        --repair` removes it after the grace period. `near` (an earlier blob's
+        id) puts the blob in that blob's shard folder.
 
         Raises:
             StorageError: the staging file cannot be created.
         """
-        return self._writer(new_blob_id(near), max_bytes, durable)
+        return self._writer(new_blob_id(near), max_bytes, durable,
+                            in_place=not durable)
 
     def create_blob_with_id(
         self, blob_id: str, *, durable: bool = True
@@ -396,18 +403,21 @@ class LocalBlobStore:
         return self._writer(blob_id, None, durable)
 
     def _writer(
-        self, blob_id: str, max_bytes: int | None, durable: bool
+        self, blob_id: str, max_bytes: int | None, durable: bool,
+        *, in_place: bool = False,
     ) -> LocalBlobWriter:
         key = _blob_key(blob_id)
+        open_writer = partial(self._root.open_writer, key, exclusive=True,
+                              durable=durable, in_place=in_place)
         with _storage_errors(f"blob {blob_id} cannot be created"):
             try:
-                writer = self._root.open_writer(key, exclusive=True, durable=durable)
+                writer = open_writer()
             except PathNotFoundError:
                 # Shard folders are made on first use and kept: removing an empty
                 # one when a write aborts could pull it from under another writer
                 # about to use it. Trying the open first saves a mkdir per blob.
                 self._root.mkdir(key.rsplit("/", 1)[0], parents=True, exist_ok=True)
-                writer = self._root.open_writer(key, exclusive=True, durable=durable)
+                writer = open_writer()
         return LocalBlobWriter(blob_id, writer, max_bytes)
 
     def sync(self) -> None:
@@ -474,7 +484,8 @@ class LocalBlobWriter:
     The SHA-256 and the size are computed from the bytes as they pass, so the
     content is never read twice. The blob becomes visible under its id only at
     `commit` (after fsync); `abort`, or leaving a `with` block without `commit`,
-    removes the staging file.
+    removes the staging file. A batch blob (`create_blob(durable=False)`) is
+    written under its id from the start, and `abort` removes it there.
     """
 
     def __init__(
