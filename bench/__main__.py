@@ -22,6 +22,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import FrameType
 
 from bench._load import has_wrk
@@ -141,7 +142,7 @@ def _run_parts(
         ) | {"load_average_before": load}
     if "imports" in parts:
         imports = ImportsPlan(profile.imports_members, profile.imports_size_bytes,
-                              profile.imports_rounds)
+                              profile.imports_rounds, args.import_dir)
         load = _check_load()
         results["imports"] = run_imports(imports) | {"load_average_before": load}
     if not {"serving", "large", "offload"} & set(parts):
@@ -207,6 +208,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="size of the large transfer, e.g. 1GiB or 256MiB")
     parser.add_argument("--load-client", choices=("auto", "wrk", "python"),
                         default="auto", help="load generator (auto: wrk if present)")
+    parser.add_argument("--import-dir", type=Path, metavar="PATH",
+                        help="where the imports part makes and unpacks its "
+                        "archives (default: a temporary folder); /dev/shm "
+                        "measures the code apart from the disk")
     parser.add_argument("--profile", action="store_true",
                         help="sample the Strongroom server with py-spy under load")
     parser.add_argument("--py-spy", metavar="PATH",
