@@ -495,10 +495,11 @@ class _RangeCopier(_Writer, Protocol):
 def _write_member(writer: _Writer, chunks: MemberData) -> None:
     # Large extents of a plain tar go by copy_file_range(2) to a writer on
     # local disk (see KERNEL_COPY_BYTES); everything else is read and written.
+    # The size is tested first: a protocol isinstance costs about 25 µs.
     for piece in chunks:
         if not isinstance(piece, Extent):
             writer.write(piece)
-        elif isinstance(writer, _RangeCopier) and piece.length >= KERNEL_COPY_BYTES:
+        elif piece.length >= KERNEL_COPY_BYTES and isinstance(writer, _RangeCopier):
             writer.copy_range(piece.fd, piece.offset, piece.length)
         else:
             for chunk in piece.read():
