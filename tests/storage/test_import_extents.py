@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from strongroom.errors import InsufficientStorageError, StorageError
 from strongroom.storage import open_metadata_store
 from strongroom.storage._unpack import EXTENT_BYTES
 from strongroom.storage.blobs import LocalBlobStore
@@ -227,3 +228,98 @@ def test_progress_and_stopping_come_per_extent_of_a_large_member(
     assert seen == [0, EXTENT_BYTES, 2 * EXTENT_BYTES, size]
     assert nothing_stored(target, space_dir, blobs_dir)
 
+
+
+# Faults the disk and the kernel rarely give on demand, injected at the system
+# call: what a home's blob writer and the confined writer do with each.
+
+
+@pytest.fixture
+def blob_store(tmp_path: Path) -> Iterator[LocalBlobStore]:
+    opened = LocalBlobStore.open_dir(tmp_path / "blobs")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
+    data = os.urandom(3 * MIB)
+    (tmp_path / "source.bin").write_bytes(data)
+    fd = os.open(tmp_path / "source.bin", os.O_RDONLY)
+    yield fd, data
+    os.close(fd)
+
+
+def blob_files(tmp_path: Path) -> list[str]:
+    return [f for _, _, files in os.walk(tmp_path / "blobs") for f in files]
+
+
+def test_any_failure_of_the_hashing_thread_fails_the_blob(
+    blob_store: LocalBlobStore, source: tuple[int, bytes], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fd, data = source
+    real_preadv = os.preadv
+    reads: list[int] = []
+
+    def second_read_fails(fd: int, buffers: list[memoryview], offset: int) -> int:
+        reads.append(offset)
+        if len(reads) == 2:
+            raise ValueError("not an OSError")
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", second_read_fails)
+    writer = blob_store.create_blob(durable=False)
+
+    with pytest.raises(StorageError, match="could not be read for its hash"):
+        writer.copy_range(fd, 0, len(data))
+
+    assert blob_files(tmp_path) == []
+
+
+def test_a_full_disk_stays_the_answer_when_hashing_fails_too(
+    blob_store: LocalBlobStore, source: tuple[int, bytes], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fd, data = source
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def unreadable(*args: object) -> int:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "copy_file_range", full)
+    monkeypatch.setattr(os, "preadv", unreadable)
+    writer = blob_store.create_blob(durable=False)
+
+    with pytest.raises(InsufficientStorageError):
+        writer.copy_range(fd, 0, len(data))
+
+    assert blob_files(tmp_path) == []
+
+
+def test_a_kernel_copy_that_answers_zero_falls_back_to_reading(
+    space: DirectorySpace, space_dir: Path, source: tuple[int, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fd, data = source
+    monkeypatch.setattr(os, "copy_file_range", lambda *args: 0)
+
+    with space.root.open_writer("copied.bin") as writer:
+        writer.copy_range(fd, 0, len(data))
+        writer.commit()
+
+    assert (space_dir / "copied.bin").read_bytes() == data
+
+
+def test_a_source_shorter_than_the_range_fails_the_copy(
+    space: DirectorySpace, space_dir: Path, source: tuple[int, bytes],
+) -> None:
+    fd, data = source
+
+    with space.root.open_writer("copied.bin") as writer, \
+            pytest.raises(StorageError, match="ended before the range"):
+        writer.copy_range(fd, MIB, len(data))
+
+    assert os.listdir(space_dir) == []

@@ -945,11 +945,17 @@ class AtomicWriter:
     def _copy_once(self, src_fd: int, offset: int, length: int) -> int:
         if self._kernel_copy:
             try:
-                return os.copy_file_range(src_fd, self._fd, length, offset)
+                copied = os.copy_file_range(src_fd, self._fd, length, offset)
             except OSError as exc:
                 if exc.errno not in _NO_KERNEL_COPY:
                     raise
                 self._kernel_copy = False  # and read and write from here on
+            else:
+                if copied:
+                    return copied
+                # Some file systems answer 0 rather than an error for a copy
+                # they will not do: the read below tells that from the end.
+                self._kernel_copy = False
         data = os.pread(src_fd, min(length, COPY_CHUNK_BYTES), offset)
         view = memoryview(data)
         while view:

@@ -532,8 +532,14 @@ class LocalBlobWriter:
         try:
             with _storage_errors(f"blob {self.blob_id} cannot be written"):
                 self._writer.copy_range(src_fd, offset, length)
-        finally:
-            hasher.join()
+        except BaseException:
+            hasher.join()  # the copy's own error is the one to report
+            self.abort()
+            raise
+        failure = hasher.failure()
+        if failure is not None:
+            self.abort()
+            raise failure
         self.size += length
 
     def _check_limit(self, more: int) -> None:
@@ -591,8 +597,9 @@ class LocalBlobWriter:
 class _RangeHasher(threading.Thread):
     """Feeds a range of a file into a hash, on a thread of its own.
 
-    `join` re-raises what the reading raised, and a source that ends before
-    the range does, so a hash is never silently short of bytes that the
+    Whatever stops the reading early (an error of any kind, or a source that
+    ends before the range does) is kept, and `failure` hands it over once the
+    thread is joined, so a hash is never silently short of bytes that the
     copy wrote.
     """
 
@@ -602,26 +609,29 @@ class _RangeHasher(threading.Thread):
         super().__init__(name="blob-hash", daemon=True)
         self._update, self._fd = update, fd
         self._offset, self._end = offset, offset + length
-        self._failure: OSError | None = None
+        self._failure: BaseException | None = None
 
     def run(self) -> None:
-        buffer = bytearray(min(HASH_READ_BYTES, self._end - self._offset))
-        view = memoryview(buffer)
-        offset = self._offset
         try:
+            view = memoryview(bytearray(min(HASH_READ_BYTES, self._end - self._offset)))
+            offset = self._offset
             while offset < self._end:
                 got = os.preadv(self._fd, [view[: self._end - offset]], offset)
                 if not got:
                     raise OSError(errno.EIO, "the source ended before the range")
                 self._update(view[:got])
                 offset += got
-        except OSError as exc:
+        except BaseException as exc:  # handed to the joining thread, never lost
             self._failure = exc
 
-    def join(self, timeout: float | None = None) -> None:
-        super().join(timeout)
-        if self._failure is not None:
-            raise StorageError("the data to store could not be read") from self._failure
+    def failure(self) -> StorageError | None:
+        """Join the thread; return what stopped the hash, as a StorageError."""
+        self.join()
+        if self._failure is None:
+            return None
+        error = StorageError("the data to store could not be read for its hash")
+        error.__cause__ = self._failure
+        return error
 
 
 @contextmanager

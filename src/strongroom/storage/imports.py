@@ -141,7 +141,8 @@ def import_archive(
     `rel_dir` itself is refused or is not a folder.
 
     `on_progress` is called in this thread as each member starts, after each
-    chunk it unpacks (1 MiB), and once more as publishing starts; a caller that
+    chunk it unpacks (1 MiB; 8 MiB runs of a plain tar in a file, which the
+    kernel copies), and once more as publishing starts; a caller that
     reports on a slower clock throttles itself. It is also the way to stop an
     import: whatever it raises propagates after the stage has been removed, and
     nothing in the space has changed. Once publishing has started it is not
