@@ -31,7 +31,7 @@ from strongroom.errors import (
     StorageError,
     StoreUnavailableError,
 )
-from strongroom.storage.blobs import BlobInfo
+from strongroom.storage.blobs import BlobInfo, over_limit_error
 
 # Failures that say the store is not there, rather than that it refused.
 _UNREACHABLE = (
@@ -176,10 +176,7 @@ class S3BlobWriter:
     def _check_limits(self, adding: int) -> None:
         if self._max_bytes is not None and self.size + adding > self._max_bytes:
             self.abort()
-            raise LimitExceededError(
-                f"upload refused: it is over the {self._max_bytes}-byte limit; "
-                "raise max_upload_bytes or send a smaller file"
-            )
+            raise over_limit_error(self._max_bytes)
         most = self._part_bytes * MAX_PARTS
         if self.size + adding > most:
             self.abort()

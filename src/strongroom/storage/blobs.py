@@ -51,6 +51,7 @@ __all__ = [
     "SignableReader",
     "StrayReporter",
     "new_blob_id",
+    "over_limit_error",
 ]
 
 # The blob folder inside data_dir, shared by the API and the CLI.
@@ -545,10 +546,7 @@ class LocalBlobWriter:
     def _check_limit(self, more: int) -> None:
         if self._max_bytes is not None and self.size + more > self._max_bytes:
             self.abort()
-            raise LimitExceededError(
-                f"upload refused: it is over the {self._max_bytes}-byte limit; "
-                "raise max_upload_bytes or send a smaller file"
-            )
+            raise over_limit_error(self._max_bytes)
 
     def _write_and_hash(self, data: bytes | memoryview) -> None:
         # Both os.write and hashlib release the GIL on large buffers, so a big
@@ -592,6 +590,14 @@ class LocalBlobWriter:
         tb: TracebackType | None,
     ) -> None:
         self.abort()
+
+
+def over_limit_error(max_bytes: int) -> LimitExceededError:
+    """The error of a blob write that would pass its writer's `max_bytes`."""
+    return LimitExceededError(
+        f"upload refused: it is over the {max_bytes}-byte limit; "
+        "raise max_upload_bytes or send a smaller file"
+    )
 
 
 class _RangeHasher(threading.Thread):
