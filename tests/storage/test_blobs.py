@@ -18,7 +18,12 @@ from strongroom.errors import (
     PathNotFoundError,
     StorageError,
 )
-from strongroom.storage.blobs import BlobStore, LocalBlobStore, new_blob_id
+from strongroom.storage.blobs import (
+    PARALLEL_HASH_BYTES,
+    BlobStore,
+    LocalBlobStore,
+    new_blob_id,
+)
 
 
 @pytest.fixture(params=["auto", "walk"])
@@ -95,6 +100,38 @@ def test_writer_over_the_limit_raises_and_leaves_nothing(
     with pytest.raises(LimitExceededError, match="max_upload_bytes"):
         blobs.write_blob([b"x" * 6, b"y" * 5], max_bytes=10)
 
+    assert files_under(blob_dir) == []
+
+
+class FailingHash:
+    """A SHA-256 whose second update fails, as a MemoryError there would."""
+
+    def __init__(self) -> None:
+        self._real = hashlib.sha256()
+        self.updates = 0
+
+    def update(self, data: bytes) -> None:
+        self.updates += 1
+        if self.updates == 2:
+            raise MemoryError("no room to hash")
+        self._real.update(data)
+
+    def hexdigest(self) -> str:
+        return self._real.hexdigest()
+
+
+def test_a_hash_that_fails_on_its_thread_fails_the_write_and_leaves_nothing(
+    blobs: LocalBlobStore, blob_dir: Path
+) -> None:
+    big = os.urandom(PARALLEL_HASH_BYTES)  # hashed on a thread of its own
+    writer = blobs.create_blob()
+    writer._hash = FailingHash()  # type: ignore[assignment]
+    writer.write(big)
+
+    with pytest.raises(StorageError, match="could not be hashed"):
+        writer.write(big)
+
+    writer.abort()
     assert files_under(blob_dir) == []
 
 

@@ -271,7 +271,7 @@ def test_any_failure_of_the_hashing_thread_fails_the_blob(
     monkeypatch.setattr(os, "preadv", second_read_fails)
     writer = blob_store.create_blob(durable=False)
 
-    with pytest.raises(StorageError, match="could not be read for its hash"):
+    with pytest.raises(StorageError, match="could not be hashed"):
         writer.copy_range(fd, 0, len(data))
 
     assert blob_files(tmp_path) == []

@@ -528,7 +528,9 @@ class LocalBlobWriter:
             StorageError: the file system failed, or the source ended early.
         """
         self._check_limit(length)
-        hasher = _RangeHasher(self._hash.update, src_fd, offset, length)
+        hasher = _HashThread(
+            partial(_hash_range, self._hash.update, src_fd, offset, length)
+        )
         hasher.start()
         try:
             with _storage_errors(f"blob {self.blob_id} cannot be written"):
@@ -556,12 +558,17 @@ class LocalBlobWriter:
             self._writer.write(data)
             self._hash.update(data)
             return
-        hasher = threading.Thread(target=self._hash.update, args=(data,))
+        hasher = _HashThread(partial(self._hash.update, data))
         hasher.start()
         try:
             self._writer.write(data)
-        finally:
-            hasher.join()
+        except BaseException:
+            hasher.join()  # the write's own error is the one to report
+            raise
+        failure = hasher.failure()
+        if failure is not None:
+            self.abort()
+            raise failure
 
     def commit(self) -> BlobInfo:
         """Store the blob durably and return its id, size and SHA-256.
@@ -600,33 +607,23 @@ def over_limit_error(max_bytes: int) -> LimitExceededError:
     )
 
 
-class _RangeHasher(threading.Thread):
-    """Feeds a range of a file into a hash, on a thread of its own.
+class _HashThread(threading.Thread):
+    """Runs one step of a blob's hashing on a thread of its own.
 
-    Whatever stops the reading early (an error of any kind, or a source that
-    ends before the range does) is kept, and `failure` hands it over once the
+    Whatever stops the step (an error of any kind, or a source that ends
+    before its range does) is kept, and `failure` hands it over once the
     thread is joined, so a hash is never silently short of bytes that the
-    copy wrote.
+    blob holds.
     """
 
-    def __init__(
-        self, update: Callable[[memoryview], None], fd: int, offset: int, length: int
-    ) -> None:
+    def __init__(self, step: Callable[[], object]) -> None:
         super().__init__(name="blob-hash", daemon=True)
-        self._update, self._fd = update, fd
-        self._offset, self._end = offset, offset + length
+        self._step = step
         self._failure: BaseException | None = None
 
     def run(self) -> None:
         try:
-            view = memoryview(bytearray(min(HASH_READ_BYTES, self._end - self._offset)))
-            offset = self._offset
-            while offset < self._end:
-                got = os.preadv(self._fd, [view[: self._end - offset]], offset)
-                if not got:
-                    raise OSError(errno.EIO, "the source ended before the range")
-                self._update(view[:got])
-                offset += got
+            self._step()
         except BaseException as exc:  # handed to the joining thread, never lost
             self._failure = exc
 
@@ -635,9 +632,23 @@ class _RangeHasher(threading.Thread):
         self.join()
         if self._failure is None:
             return None
-        error = StorageError("the data to store could not be read for its hash")
+        error = StorageError("the data to store could not be hashed")
         error.__cause__ = self._failure
         return error
+
+
+def _hash_range(
+    update: Callable[[memoryview], object], fd: int, offset: int, length: int
+) -> None:
+    """Feed `length` bytes of file `fd` from `offset` into `update`."""
+    view = memoryview(bytearray(min(HASH_READ_BYTES, length)))
+    end = offset + length
+    while offset < end:
+        got = os.preadv(fd, [view[: end - offset]], offset)
+        if not got:
+            raise OSError(errno.EIO, "the source ended before the range")
+        update(view[:got])
+        offset += got
 
 
 @contextmanager
