@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import shutil
 import subprocess
@@ -103,3 +106,52 @@ def test_a_sparse_member_is_imported_with_its_holes_filled(
 
     assert report.outcome == "imported"
     assert (space_dir / "sparse.bin").read_bytes() == bytes(3 * 1024**2) + b"end"
+
+
+# A compressed stream checks itself only at its end (gzip's CRC and length, xz's
+# index, bzip2's block CRCs), after the tar's end-of-archive blocks.
+
+
+def damaged(compression: str, damage: str) -> io.BytesIO:
+    plain = tar_of({"data.bin": os.urandom(1000), "s.txt": b"hello"}).getvalue()
+    if compression == "gz":
+        packed = bytearray(gzip.compress(plain, compresslevel=0))  # data stored as is
+    elif compression == "bz2":
+        packed = bytearray(bz2.compress(plain))
+    else:
+        packed = bytearray(lzma.compress(plain))
+    if damage == "flipped":
+        at = packed.index(plain[600:616])  # inside data.bin, past its header
+        packed[at] ^= 0xFF
+    elif damage == "cut":
+        del packed[-20:]
+    else:
+        packed += b"not part of the stream"
+    return io.BytesIO(bytes(packed))
+
+
+@pytest.mark.parametrize(("compression", "damage"), [
+    ("gz", "flipped"), ("gz", "cut"), ("gz", "trailing"),
+    ("bz2", "cut"), ("xz", "cut"),
+])
+def test_a_compressed_stream_that_fails_its_own_check_imports_nothing(
+    space: DirectorySpace, space_dir: Path, compression: str, damage: str
+) -> None:
+    archive = damaged(compression, damage)
+
+    report = import_archive(space, archive, len(archive.getvalue()), "")
+
+    assert report.outcome == "unreadable", report.detail
+    assert os.listdir(space_dir) == []
+
+
+@pytest.mark.parametrize("compression", ["gz", "bz2", "xz"])
+def test_a_whole_compressed_stream_still_imports(
+    space: DirectorySpace, space_dir: Path, compression: str
+) -> None:
+    archive = tar_of({"a.txt": b"A", "b/c.txt": b"C"}, compression)
+
+    report = import_archive(space, archive, len(archive.getvalue()), "")
+
+    assert report.outcome == "imported", report.detail
+    assert (space_dir / "b" / "c.txt").read_bytes() == b"C"

@@ -305,6 +305,12 @@ class _TarSource:
     def tell(self) -> int:
         return self._position
 
+    def read_to_end(self) -> None:
+        """Decompress and count what is left, so the decompressor checks it."""
+        if self._source is not self._archive:
+            while self.read(CHUNK_BYTES):
+                pass
+
     def write(self, data: bytes, /) -> int:
         raise io.UnsupportedOperation("the archive is read only")
 
@@ -376,6 +382,11 @@ def _tar_members(archive: BinaryIO, meter: _Meter) -> Iterator[ArchiveMember]:
             # also counts towards the limits.
             for _ in chunks:
                 pass
+        # tarfile stops at the end-of-archive blocks, but a compressed stream
+        # checks itself (gzip's CRC and length, xz's index, bzip2's block CRCs)
+        # only when it is read to its end: a corrupt or cut stream would be
+        # imported as if whole. What is left is read here, through the meter.
+        source.read_to_end()
 
 
 def _tar_data(
