@@ -301,6 +301,35 @@ def test_a_stray_file_is_reported_and_never_claimed_removed(
     assert stray.read_bytes() == b"misplaced"
 
 
+def test_links_fifos_and_devices_in_the_store_are_reported_and_left(
+    stores: tuple[MetadataStore, LocalBlobStore, Path], tmp_path: Path,
+) -> None:
+    meta, blobs, base = stores
+    three_files(stores)
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not a blob")
+    fifo_id, link_id = "eeee" + "0" * 28, "eeee" + "1" * 28
+    shard = base / "ee" / "ee"
+    shard.mkdir(parents=True)
+    os.mkfifo(shard / fifo_id)
+    os.symlink(outside, shard / link_id)
+    os.mkfifo(base / "top-fifo")
+    os.symlink(tmp_path, base / "ff")  # a "shard folder" that is a link
+
+    report = check_stores(meta, blobs, repair=True)
+
+    assert sorted((f.kind, f.blob_id, f.detail.split(",")[0])
+                  for f in report.findings) == [
+        ("stray_file", fifo_id, f"a FIFO at ee/ee/{fifo_id}"),
+        ("stray_file", link_id, f"a symbolic link at ee/ee/{link_id}"),
+        ("stray_file", "ff", "a symbolic link at ff"),
+        ("stray_file", "top-fifo", "a FIFO at top-fifo"),
+    ]
+    assert report.removed == ()
+    assert outside.read_bytes() == b"not a blob"
+    assert os.path.islink(shard / link_id) and os.path.islink(base / "ff")
+
+
 # A process that dies while writing a batch blob (as an import writes them, under
 # their ids from the first byte), as SIGKILL would leave it: no commit, no abort.
 DIES_MID_BLOB = """

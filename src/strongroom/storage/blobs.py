@@ -163,8 +163,12 @@ class BlobReader(Protocol):
 class StrayReporter(Protocol):
     """A store that can tell of files where no blob of its layout belongs."""
 
-    def stray_files(self) -> Iterator[tuple[str, str]]:
-        """Yield (name, where it lies) for each blob-named file out of place."""
+    def stray_files(self) -> Iterator[tuple[str, str, str]]:
+        """Yield (name, where it lies, its kind) for each entry out of place.
+
+        The kind is an `Entry` kind: "file" for a blob-named file in the wrong
+        shard folder, "symlink", "fifo" and so on for what no store holds.
+        """
 
 
 @runtime_checkable
@@ -300,20 +304,32 @@ class LocalBlobStore:
             if _blob_key(entry.name) == f"{shard}/{entry.name}":
                 yield entry.name, entry.size, entry.mtime_ns
 
-    def stray_files(self) -> Iterator[tuple[str, str]]:
-        """Yield (name, its path in the store) for each misplaced blob-named file.
+    def stray_files(self) -> Iterator[tuple[str, str, str]]:
+        """Yield (name, its path in the store, its kind) for each entry out of place.
 
-        Such a file (copied or restored to the wrong shard folder by hand) is
-        never served, since a blob is looked up where its id puts it, and it is
-        not removed by us either: only its owner knows what it is.
+        Two sorts: a blob-named regular file in the wrong shard folder (copied
+        or restored there by hand), and anything that is neither a regular
+        file nor a folder (a symlink, FIFO, socket or device) at the top, in a
+        shard folder or among the blobs. Neither is ever served, since a blob
+        is looked up where its id puts it and opened only if it is a regular
+        file; neither is removed by us: only its owner knows what it is.
 
         Raises:
             StorageError: a folder cannot be listed.
         """
-        for shard, entry in self._blob_named_files():
-            where = f"{shard}/{entry.name}"
-            if _blob_key(entry.name) != where:
-                yield entry.name, where
+        with _storage_errors("the blob folder cannot be listed"):
+            for folder in (".", *self._first_shards()):
+                for entry in self._root.list_dir(folder):
+                    if entry.kind not in ("file", "dir"):
+                        yield entry.name, _inside(folder, entry.name), entry.kind
+            for shard in self._shards():
+                for entry in self._root.list_dir(shard):
+                    where = f"{shard}/{entry.name}"
+                    if entry.kind not in ("file", "dir"):
+                        yield entry.name, where, entry.kind
+                    elif (entry.kind == "file" and _BLOB_ID.fullmatch(entry.name)
+                          and _blob_key(entry.name) != where):
+                        yield entry.name, where, "file"
 
     def _blob_named_files(self) -> Iterator[tuple[str, Entry]]:
         # Regular files named like blobs, with the shard folder they are in.
@@ -338,15 +354,18 @@ class LocalBlobStore:
             log.warning("blob_staging_removed", extra={"count": removed})
         return removed
 
-    def _shards(self) -> Iterator[str]:
-        # The two shard levels ("ab/cd") that `_blob_key` lays blobs out in,
-        # listed through the root.
+    def _first_shards(self) -> Iterator[str]:
+        # The first shard level ("ab"), listed through the root.
         for first in self._root.list_dir("."):
-            if first.kind != "dir" or len(first.name) != 2:
-                continue
-            for second in self._root.list_dir(first.name):
+            if first.kind == "dir" and len(first.name) == 2:
+                yield first.name
+
+    def _shards(self) -> Iterator[str]:
+        # The two shard levels ("ab/cd") that `_blob_key` lays blobs out in.
+        for first in self._first_shards():
+            for second in self._root.list_dir(first):
                 if second.kind == "dir" and len(second.name) == 2:
-                    yield f"{first.name}/{second.name}"
+                    yield f"{first}/{second.name}"
 
     def close(self) -> None:
         """Close the root; later calls fail."""
@@ -605,6 +624,10 @@ def over_limit_error(max_bytes: int) -> LimitExceededError:
         f"upload refused: it is over the {max_bytes}-byte limit; "
         "raise max_upload_bytes or send a smaller file"
     )
+
+
+def _inside(folder: str, name: str) -> str:
+    return name if folder == "." else f"{folder}/{name}"
 
 
 class _HashThread(threading.Thread):

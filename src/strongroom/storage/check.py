@@ -171,13 +171,23 @@ def _stray_findings(blobs: BlobStore) -> list[CheckFinding]:
     if not isinstance(blobs, StrayReporter):
         return []
     return [
-        CheckFinding(
-            "stray_file", name,
-            f"a file at {where}, where no blob of this name belongs; it is not "
-            "served and repair leaves it: move it or remove it by hand",
-        )
-        for name, where in sorted(blobs.stray_files())
+        CheckFinding("stray_file", name, _stray_detail(where, kind))
+        for name, where, kind in sorted(blobs.stray_files())
     ]
+
+
+# How a finding names what is not a regular file.
+_KIND_WORDS = {"symlink": "symbolic link", "fifo": "FIFO", "socket": "socket",
+               "chardev": "device", "blockdev": "device"}
+
+
+def _stray_detail(where: str, kind: str) -> str:
+    if kind == "file":
+        return (f"a file at {where}, where no blob of this name belongs; it is "
+                "not served and repair leaves it: move it or remove it by hand")
+    what = _KIND_WORDS.get(kind, "special file")
+    return (f"a {what} at {where}, where only blob files belong; it is never "
+            "followed or served and repair leaves it: remove it by hand")
 
 
 def _repair_refusal(report: CheckReport, old_orphans: int) -> str | None:
