@@ -446,6 +446,15 @@ def test_help_exits_with_code_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "serve" in capsys.readouterr().out
 
 
+def test_python_dash_m_runs_the_same_commands() -> None:
+    done = subprocess.run([sys.executable, "-m", "strongroom", "--help"],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: strongroom ")
+    assert "serve" in done.stdout
+
+
 def test_serve_with_a_readable_signing_secret_stops_with_code_2(
     cli: Cli, data_dir: Path
 ) -> None:
