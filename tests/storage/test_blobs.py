@@ -280,7 +280,7 @@ def test_a_blob_named_file_in_the_wrong_shard_is_a_stray_not_a_blob(
     (blob_dir / "aa" / "bb" / stray_id).write_bytes(b"misplaced")
 
     assert list(blobs.blob_ids()) == []
-    assert list(blobs.stray_files()) == [(stray_id, f"aa/bb/{stray_id}")]
+    assert list(blobs.stray_files()) == [(stray_id, f"aa/bb/{stray_id}", "file")]
 
 
 def test_identity_is_the_folder_however_it_is_reached(
