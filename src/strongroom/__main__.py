@@ -6,4 +6,5 @@ import sys
 
 from strongroom.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing this module (a doc tool might) runs nothing
+    sys.exit(main())
